@@ -1,0 +1,335 @@
+#include "common/sparse/sparsifier.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/sparse/select.h"
+
+namespace regtopk {
+
+absl::string_view AlgorithmName(Algorithm algorithm) {
+  switch (algorithm) {
+    case Algorithm::kDense:
+      return "dense";
+    case Algorithm::kTopK:
+      return "topk";
+    case Algorithm::kRandK:
+      return "randk";
+    case Algorithm::kRegTopK:
+      return "regtopk";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<Algorithm> ParseAlgorithm(absl::string_view name) {
+  for (Algorithm a :
+       {Algorithm::kDense, Algorithm::kTopK, Algorithm::kRandK, Algorithm::kRegTopK}) {
+    if (name == AlgorithmName(a)) return a;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown algorithm '", name, "'; expected dense, topk, randk or regtopk"));
+}
+
+size_t KFromDensity(double density, size_t dim) {
+  const double product = density * static_cast<double>(dim);
+  const double nearest = std::round(product);
+  double k = std::fabs(product - nearest) <= 1e-9 * std::max(1.0, product) ? nearest
+                                                                            : std::ceil(product);
+  k = std::min(k, static_cast<double>(dim));
+  return std::max<size_t>(1, static_cast<size_t>(k));
+}
+
+absl::Status SparsifierOptions::Validate() const {
+  if (dim == 0 || dim > std::numeric_limits<uint32_t>::max()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dimension must be in [1, 2^32 - 1], got ", dim));
+  }
+  if (!(density > 0.0 && density <= 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat("density must be in (0, 1], got ", density));
+  }
+  if (!(mu > 0.0 && std::isfinite(mu))) {
+    return absl::InvalidArgumentError(absl::StrCat("mu must be > 0 and finite, got ", mu));
+  }
+  if (!(weight > 0.0f && weight <= 1.0f)) {
+    return absl::InvalidArgumentError(absl::StrCat("weight must be in (0, 1], got ", weight));
+  }
+  return absl::OkStatus();
+}
+
+size_t SparsifierOptions::k() const {
+  return algorithm == Algorithm::kDense ? dim : KFromDensity(density, dim);
+}
+
+namespace {
+
+absl::Status CheckLength(absl::Span<const float> gradient, size_t dim) {
+  if (gradient.size() != dim) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gradient has length ", gradient.size(), ", expected ", dim));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NonFiniteError(absl::Span<const float> gradient, size_t pos, bool in_gradient) {
+  if (in_gradient) {
+    return absl::InvalidArgumentError(absl::StrCat("gradient entry ", pos,
+                                                   " is not finite: ", gradient[pos],
+                                                   "; nothing was sent"));
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "gradient + error feedback overflows float32 at entry ", pos, "; nothing was sent"));
+}
+
+class DenseSparsifier final : public Sparsifier {
+ public:
+  explicit DenseSparsifier(size_t dim) : dim_(dim) {}
+
+  absl::Status Compress(absl::Span<const float> gradient, SparseVector* out) override {
+    if (absl::Status s = CheckLength(gradient, dim_); !s.ok()) return s;
+    const size_t bad = FindNonFinite(gradient);
+    if (bad != dim_) return NonFiniteError(gradient, bad, true);
+    if (out->indices.size() != dim_) {
+      out->indices.resize(dim_);
+      std::iota(out->indices.begin(), out->indices.end(), 0u);
+    }
+    out->values.assign(gradient.begin(), gradient.end());
+    return absl::OkStatus();
+  }
+  absl::Status ObserveAggregate(SparseView) override { return absl::OkStatus(); }
+  Algorithm algorithm() const override { return Algorithm::kDense; }
+  size_t dim() const override { return dim_; }
+  size_t k() const override { return dim_; }
+  absl::Span<const float> error() const override { return {}; }
+
+ private:
+  const size_t dim_;
+};
+
+// The error-feedback loop shared by Top-k, Rand-k and RegTop-k: a = g + e, pick k positions of
+// a (the subclass's rule), send a there, e = a with the sent entries zeroed.
+class ErrorFeedbackSparsifier : public Sparsifier {
+ public:
+  explicit ErrorFeedbackSparsifier(const SparsifierOptions& options)
+      : options_(options), k_(options.k()), error_(options.dim, 0.0f), acc_(options.dim) {}
+
+  absl::Status Compress(absl::Span<const float> gradient, SparseVector* out) final {
+    const size_t d = options_.dim;
+    if (absl::Status s = CheckLength(gradient, d); !s.ok()) return s;
+    if (absl::Status s = BeforeCompress(); !s.ok()) return s;
+    // Accumulate into a scratch buffer, not into e: if a value turns out non-finite, e is left
+    // untouched. The finiteness test reads the freshly written a (which catches a non-finite g
+    // and an overflow of g + e alike) in cache-sized blocks behind the writes.
+    const float* g = gradient.data();
+    const float* e = error_.data();
+    float* a = acc_.data();
+    constexpr size_t kChunk = 4096;
+    for (size_t base = 0; base < d; base += kChunk) {
+      const size_t n = std::min(kChunk, d - base);
+      for (size_t j = base; j < base + n; ++j) a[j] = g[j] + e[j];
+      const size_t bad = FindNonFinite(absl::MakeConstSpan(a + base, n));
+      if (bad != n) {
+        const size_t pos = base + bad;
+        return NonFiniteError(gradient, pos, !std::isfinite(g[pos]));
+      }
+    }
+    Choose(acc_, &out->indices);
+    out->values.resize(k_);
+    for (size_t i = 0; i < k_; ++i) out->values[i] = a[out->indices[i]];
+    // e = a with the sent entries zeroed; the old e becomes next round's scratch.
+    std::swap(error_, acc_);
+    for (uint32_t j : out->indices) error_[j] = 0.0f;
+    AfterCompress(*out);
+    return absl::OkStatus();
+  }
+
+  absl::Status ObserveAggregate(SparseView) override { return absl::OkStatus(); }
+  Algorithm algorithm() const override { return options_.algorithm; }
+  size_t dim() const override { return options_.dim; }
+  size_t k() const override { return k_; }
+  absl::Span<const float> error() const override { return error_; }
+
+ protected:
+  // Writes the k chosen positions of `a` in increasing order.
+  virtual void Choose(absl::Span<const float> a, std::vector<uint32_t>* indices) = 0;
+  virtual absl::Status BeforeCompress() { return absl::OkStatus(); }
+  virtual void AfterCompress(const SparseVector& sent) {}
+
+  const SparsifierOptions options_;
+  const size_t k_;
+
+ private:
+  std::vector<float> error_;
+  std::vector<float> acc_;
+};
+
+class TopKSparsifier final : public ErrorFeedbackSparsifier {
+ public:
+  explicit TopKSparsifier(const SparsifierOptions& options)
+      : ErrorFeedbackSparsifier(options), selector_(options.seed) {}
+
+ protected:
+  void Choose(absl::Span<const float> a, std::vector<uint32_t>* indices) override {
+    selector_.Select(a, 1.0f, ScoreOverrides{}, k_, indices);
+  }
+
+ private:
+  TopKSelector selector_;
+};
+
+class RandKSparsifier final : public ErrorFeedbackSparsifier {
+ public:
+  explicit RandKSparsifier(const SparsifierOptions& options)
+      : ErrorFeedbackSparsifier(options),
+        rng_state_(options.seed),
+        marks_((options.dim + 63) / 64) {}
+
+ protected:
+  void Choose(absl::Span<const float> a, std::vector<uint32_t>* indices) override {
+    // Uniform k-subset by rejection into a bitmap; when k > d/2 the complement is drawn instead
+    // so the expected number of draws stays below 2k. The bitmap read in order gives sorted
+    // indices for free.
+    const size_t d = options_.dim;
+    const bool complement = k_ > d / 2;
+    const size_t draws = complement ? d - k_ : k_;
+    std::fill(marks_.begin(), marks_.end(), 0ull);
+    for (size_t got = 0; got < draws;) {
+      const uint64_t j = Uniform(d);
+      uint64_t& word = marks_[j >> 6];
+      const uint64_t bit = 1ull << (j & 63);
+      if (!(word & bit)) {
+        word |= bit;
+        ++got;
+      }
+    }
+    indices->clear();
+    indices->reserve(k_);
+    for (size_t w = 0; w < marks_.size(); ++w) {
+      uint64_t word = complement ? ~marks_[w] : marks_[w];
+      while (word) {
+        const size_t j = w * 64 + __builtin_ctzll(word);
+        if (j >= d) break;
+        indices->push_back(static_cast<uint32_t>(j));
+        word &= word - 1;
+      }
+    }
+  }
+
+ private:
+  uint64_t Next() {
+    uint64_t z = (rng_state_ += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+  // Unbiased integer in [0, n) (rejection of the short last block), portable across platforms
+  // so that a seed gives the same masks everywhere.
+  uint64_t Uniform(uint64_t n) {
+    const uint64_t limit = std::numeric_limits<uint64_t>::max() -
+                           std::numeric_limits<uint64_t>::max() % n;
+    uint64_t x;
+    do x = Next();
+    while (x >= limit);
+    return x % n;
+  }
+
+  uint64_t rng_state_;
+  std::vector<uint64_t> marks_;
+};
+
+// RegTop-k (DESIGN.md section 1). Only the entries sent last round can have a score other than
+// |a| * tanh(|1 + Q| / mu), so the k of them are handed to the selector as overrides and the
+// other d - k share one constant factor: no per-entry tanh in the streaming pass.
+class RegTopKSparsifier final : public ErrorFeedbackSparsifier {
+ public:
+  explicit RegTopKSparsifier(const SparsifierOptions& options)
+      : ErrorFeedbackSparsifier(options),
+        selector_(options.seed),
+        no_evidence_scale_(
+            static_cast<float>(std::tanh(std::fabs(1.0 + kRegTopKQ) / options.mu))) {}
+
+ protected:
+  absl::Status BeforeCompress() override {
+    if (compressed_ && !observed_) {
+      return absl::FailedPreconditionError(
+          "RegTop-k: the previous round's aggregate was not observed (call ObserveAggregate "
+          "after every Compress)");
+    }
+    return absl::OkStatus();
+  }
+
+  void Choose(absl::Span<const float> a, std::vector<uint32_t>* indices) override {
+    const float w = options_.weight;
+    const float mu = static_cast<float>(options_.mu);
+    override_scores_.resize(prev_indices_.size());
+    for (size_t i = 0; i < prev_indices_.size(); ++i) {
+      const float magnitude = std::fabs(a[prev_indices_[i]]);
+      const float share = w * prev_values_[i];
+      if (share == 0.0f) {
+        // Zero-denominator guard: v_prev == 0 (or w * v_prev underflowed) is "no evidence".
+        override_scores_[i] = magnitude * no_evidence_scale_;
+        continue;
+      }
+      const float delta = (prev_aggregate_[i] - share) / share;
+      override_scores_[i] = magnitude * std::tanh(std::fabs(1.0f + delta) / mu);
+    }
+    selector_.Select(a, no_evidence_scale_, ScoreOverrides{prev_indices_, override_scores_}, k_,
+                     indices);
+  }
+
+  void AfterCompress(const SparseVector& sent) override {
+    prev_indices_ = sent.indices;
+    prev_values_ = sent.values;
+    prev_aggregate_.assign(sent.nnz(), 0.0f);
+    compressed_ = true;
+    observed_ = false;
+  }
+
+ public:
+  absl::Status ObserveAggregate(SparseView aggregate) override {
+    // g_prev is only needed on last round's mask: a merge of two sorted lists.
+    size_t a = 0;
+    const size_t na = aggregate.indices.size();
+    for (size_t i = 0; i < prev_indices_.size(); ++i) {
+      const uint32_t j = prev_indices_[i];
+      while (a < na && aggregate.indices[a] < j) ++a;
+      prev_aggregate_[i] = (a < na && aggregate.indices[a] == j) ? aggregate.values[a] : 0.0f;
+    }
+    observed_ = true;
+    return absl::OkStatus();
+  }
+
+ private:
+  TopKSelector selector_;
+  const float no_evidence_scale_;  // tanh(|1 + Q| / mu)
+  // Last round's mask s_prev (sorted), the values sent there (v_prev) and the aggregate there.
+  std::vector<uint32_t> prev_indices_;
+  std::vector<float> prev_values_;
+  std::vector<float> prev_aggregate_;
+  std::vector<float> override_scores_;
+  bool compressed_ = false;
+  bool observed_ = false;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Sparsifier>> CreateSparsifier(const SparsifierOptions& options) {
+  if (absl::Status s = options.Validate(); !s.ok()) return s;
+  switch (options.algorithm) {
+    case Algorithm::kDense:
+      return std::unique_ptr<Sparsifier>(new DenseSparsifier(options.dim));
+    case Algorithm::kTopK:
+      return std::unique_ptr<Sparsifier>(new TopKSparsifier(options));
+    case Algorithm::kRandK:
+      return std::unique_ptr<Sparsifier>(new RandKSparsifier(options));
+    case Algorithm::kRegTopK:
+      return std::unique_ptr<Sparsifier>(new RegTopKSparsifier(options));
+  }
+  return absl::InvalidArgumentError("unknown algorithm");
+}
+
+}  // namespace regtopk

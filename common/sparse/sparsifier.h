@@ -1,0 +1,83 @@
+// Sparsifier: one worker's gradient compressor (DESIGN.md section 1). One stateful instance per
+// worker; thread-compatible (no internal locking, not shareable between workers).
+//
+// Every round the owner calls Compress(gradient) and sends the result, then hands the round's
+// global aggregate to ObserveAggregate before the next Compress. Implementations: dense (no
+// compression), Top-k, Rand-k and RegTop-k, the last three with error feedback.
+#ifndef REGTOPK_COMMON_SPARSE_SPARSIFIER_H_
+#define REGTOPK_COMMON_SPARSE_SPARSIFIER_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "common/sparse/sparse_vector.h"
+
+namespace regtopk {
+
+enum class Algorithm { kDense, kTopK, kRandK, kRegTopK };
+
+// "dense", "topk", "randk", "regtopk".
+absl::string_view AlgorithmName(Algorithm algorithm);
+// Inverse of AlgorithmName; InvalidArgument listing the accepted names otherwise.
+absl::StatusOr<Algorithm> ParseAlgorithm(absl::string_view name);
+
+// k = max(1, ceil(density * dim)), where a product within 1e-9 (relative) of an integer counts as
+// that integer: 0.55 * 100 gives 55, not 56. Precondition: density in (0, 1], dim > 0.
+size_t KFromDensity(double density, size_t dim);
+
+// The paper's "no evidence" value of delta for entries not sent last round.
+inline constexpr double kRegTopKQ = 1e8;
+
+struct SparsifierOptions {
+  Algorithm algorithm = Algorithm::kRegTopK;
+  // d: length of the flat gradient. Must be > 0 and < 2^32.
+  size_t dim = 0;
+  // Fraction of entries sent per round, in (0, 1]. Ignored by kDense (which sends all).
+  double density = 0.01;
+  // RegTop-k's mu; > 0 and finite. Paper: 1 (toy), 4 (linear regression), 5 (ResNet-18).
+  double mu = 1.0;
+  // This worker's aggregation weight w_n, in (0, 1]. Used by RegTop-k's delta.
+  float weight = 1.0f;
+  // Seeds Rand-k's choices and the selector's sampling (which never changes a result).
+  uint64_t seed = 0;
+
+  // InvalidArgument naming the bad field.
+  absl::Status Validate() const;
+  // Entries sent per round: d for kDense, KFromDensity(density, dim) otherwise.
+  size_t k() const;
+};
+
+class Sparsifier {
+ public:
+  virtual ~Sparsifier() = default;
+
+  // Compresses this round's local gradient (length dim()) into `out`: exactly k() entries,
+  // indices strictly increasing, values the unscaled accumulated gradient (gradient + error).
+  // Returns InvalidArgument if the gradient has the wrong length or a non-finite entry (or the
+  // accumulation overflows); state is unchanged then. RegTop-k returns FailedPrecondition if the
+  // previous round's aggregate was not observed.
+  virtual absl::Status Compress(absl::Span<const float> gradient, SparseVector* out) = 0;
+
+  // Takes the global aggregate of the round just compressed (the history RegTop-k uses).
+  // `aggregate` must have passed ValidateSparse for dim(); the others ignore it.
+  virtual absl::Status ObserveAggregate(SparseView aggregate) = 0;
+
+  virtual Algorithm algorithm() const = 0;
+  virtual size_t dim() const = 0;
+  virtual size_t k() const = 0;
+  // The error-feedback buffer e (length dim()), or an empty span for kDense, which keeps none.
+  virtual absl::Span<const float> error() const = 0;
+};
+
+// Validates `options` and builds the sparsifier it names.
+absl::StatusOr<std::unique_ptr<Sparsifier>> CreateSparsifier(const SparsifierOptions& options);
+
+}  // namespace regtopk
+
+#endif  // REGTOPK_COMMON_SPARSE_SPARSIFIER_H_

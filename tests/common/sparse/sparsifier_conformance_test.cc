@@ -1,0 +1,221 @@
+// The conformance suite every Sparsifier implementation passes.
+#include <cmath>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "common/sparse/sparsifier.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace regtopk {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::vector<float> RandomGradient(size_t d, std::mt19937& rng) {
+  std::normal_distribution<float> normal;
+  std::vector<float> g(d);
+  for (float& x : g) x = normal(rng);
+  return g;
+}
+
+class SparsifierConformance : public ::testing::TestWithParam<Algorithm> {
+ protected:
+  std::unique_ptr<Sparsifier> Make(size_t d, double density, uint64_t seed = 1) {
+    SparsifierOptions o;
+    o.algorithm = GetParam();
+    o.dim = d;
+    o.density = density;
+    o.mu = 2.0;
+    o.weight = 0.25f;
+    o.seed = seed;
+    auto s = CreateSparsifier(o);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return std::move(*s);
+  }
+};
+
+TEST_P(SparsifierConformance, SendsExactlyKSortedUniqueEntries) {
+  std::mt19937 rng(1);
+  for (size_t d : {1u, 7u, 1000u, 50000u}) {
+    for (double density : {0.001, 0.1, 0.55, 1.0}) {
+      auto s = Make(d, density);
+      SparseVector out;
+      for (int round = 0; round < 3; ++round) {
+        ASSERT_TRUE(s->Compress(RandomGradient(d, rng), &out).ok());
+        ASSERT_EQ(out.nnz(), s->k());
+        ASSERT_EQ(out.values.size(), s->k());
+        EXPECT_TRUE(ValidateSparse(out, d, s->k()).ok());
+        ASSERT_TRUE(s->ObserveAggregate(out).ok());
+      }
+    }
+  }
+}
+
+TEST_P(SparsifierConformance, SentPlusNewErrorEqualsAccumulatedBitForBit) {
+  std::mt19937 rng(2);
+  const size_t d = 30000;
+  auto s = Make(d, 0.01);
+  std::vector<float> error(d, 0.0f);
+  SparseVector out;
+  for (int round = 0; round < 5; ++round) {
+    const std::vector<float> g = RandomGradient(d, rng);
+    ASSERT_TRUE(s->Compress(g, &out).ok());
+    const bool keeps_error = !s->error().empty();
+    std::vector<float> rebuilt(d, 0.0f);
+    for (size_t i = 0; i < out.nnz(); ++i) rebuilt[out.indices[i]] = out.values[i];
+    for (size_t j = 0; j < d; ++j) {
+      const float accumulated = g[j] + error[j];
+      const float sent_plus_error = rebuilt[j] + (keeps_error ? s->error()[j] : 0.0f);
+      // Exactly one of the two is the accumulated value, the other is zero.
+      if (keeps_error && rebuilt[j] != 0.0f) {
+        ASSERT_EQ(s->error()[j], 0.0f) << j;
+      }
+      ASSERT_EQ(sent_plus_error, keeps_error ? accumulated : g[j]) << "round " << round << " j " << j;
+    }
+    if (keeps_error) error.assign(s->error().begin(), s->error().end());
+    ASSERT_TRUE(s->ObserveAggregate(out).ok());
+  }
+}
+
+TEST_P(SparsifierConformance, IsDeterministicForASeed) {
+  const size_t d = 40000;
+  auto a = Make(d, 0.01, 42), b = Make(d, 0.01, 42);
+  std::mt19937 rng(3);
+  SparseVector oa, ob;
+  for (int round = 0; round < 4; ++round) {
+    const std::vector<float> g = RandomGradient(d, rng);
+    ASSERT_TRUE(a->Compress(g, &oa).ok());
+    ASSERT_TRUE(b->Compress(g, &ob).ok());
+    EXPECT_EQ(oa.indices, ob.indices);
+    EXPECT_EQ(oa.values, ob.values);
+    ASSERT_TRUE(a->ObserveAggregate(oa).ok());
+    ASSERT_TRUE(b->ObserveAggregate(ob).ok());
+  }
+}
+
+TEST_P(SparsifierConformance, HandlesDimensionOne) {
+  auto s = Make(1, 0.001);
+  SparseVector out;
+  ASSERT_TRUE(s->Compress(std::vector<float>{-3.5f}, &out).ok());
+  EXPECT_THAT(out.indices, ::testing::ElementsAre(0u));
+  EXPECT_THAT(out.values, ::testing::ElementsAre(-3.5f));
+}
+
+TEST_P(SparsifierConformance, KEqualToDSendsEverythingAndKeepsNoError) {
+  auto s = Make(5, 1.0);
+  SparseVector out;
+  const std::vector<float> g = {1, -2, 0, 4, -5};
+  ASSERT_TRUE(s->Compress(g, &out).ok());
+  EXPECT_THAT(out.indices, ::testing::ElementsAre(0u, 1u, 2u, 3u, 4u));
+  EXPECT_EQ(out.values, g);
+  for (float e : s->error()) EXPECT_EQ(e, 0.0f);
+}
+
+TEST_P(SparsifierConformance, RejectsNonFiniteGradientAndChangesNothing) {
+  const size_t d = 5000;
+  auto s = Make(d, 0.01);
+  std::mt19937 rng(4);
+  SparseVector out;
+  ASSERT_TRUE(s->Compress(RandomGradient(d, rng), &out).ok());
+  ASSERT_TRUE(s->ObserveAggregate(out).ok());
+  const std::vector<float> error_before(s->error().begin(), s->error().end());
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(),
+                    std::numeric_limits<float>::infinity()}) {
+    std::vector<float> g = RandomGradient(d, rng);
+    g[4321] = bad;
+    absl::Status st = s->Compress(g, &out);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(st.message()), HasSubstr("4321"));
+    EXPECT_EQ(std::vector<float>(s->error().begin(), s->error().end()), error_before);
+  }
+  // Still usable afterwards.
+  EXPECT_TRUE(s->Compress(RandomGradient(d, rng), &out).ok());
+}
+
+TEST_P(SparsifierConformance, RejectsWrongLength) {
+  auto s = Make(10, 0.5);
+  SparseVector out;
+  absl::Status st = s->Compress(std::vector<float>(9, 1.0f), &out);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(st.message()), HasSubstr("length 9, expected 10"));
+}
+
+TEST_P(SparsifierConformance, RejectsBadOptionsWithAClearStatus) {
+  struct Case {
+    void (*mutate)(SparsifierOptions&);
+    const char* says;
+  } cases[] = {
+      {[](SparsifierOptions& o) { o.dim = 0; }, "dimension"},
+      {[](SparsifierOptions& o) { o.density = 0; }, "density"},
+      {[](SparsifierOptions& o) { o.density = 1.5; }, "density"},
+      {[](SparsifierOptions& o) { o.density = std::nan(""); }, "density"},
+      {[](SparsifierOptions& o) { o.mu = 0; }, "mu"},
+      {[](SparsifierOptions& o) { o.mu = -1; }, "mu"},
+      {[](SparsifierOptions& o) { o.mu = INFINITY; }, "mu"},
+      {[](SparsifierOptions& o) { o.weight = 0; }, "weight"},
+      {[](SparsifierOptions& o) { o.weight = 2; }, "weight"},
+  };
+  for (const Case& c : cases) {
+    SparsifierOptions o;
+    o.algorithm = GetParam();
+    o.dim = 10;
+    c.mutate(o);
+    auto s = CreateSparsifier(o);
+    ASSERT_FALSE(s.ok()) << c.says;
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(s.status().message()), HasSubstr(c.says));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllAlgorithms, SparsifierConformance,
+                         ::testing::Values(Algorithm::kDense, Algorithm::kTopK,
+                                           Algorithm::kRandK, Algorithm::kRegTopK),
+                         [](const auto& info) { return std::string(AlgorithmName(info.param)); });
+
+TEST(KFromDensity, DoesNotBumpProductsThatAreIntegersUpToRounding) {
+  EXPECT_EQ(KFromDensity(0.55, 100), 55u);
+  EXPECT_EQ(KFromDensity(0.001, 11200000), 11200u);
+  EXPECT_EQ(KFromDensity(0.551, 100), 56u);
+  EXPECT_EQ(KFromDensity(1e-9, 100), 1u);
+  EXPECT_EQ(KFromDensity(1.0, 7), 7u);
+  EXPECT_EQ(KFromDensity(0.5, 2), 1u);
+}
+
+TEST(ParseAlgorithm, NamesRoundTripAndUnknownIsAnError) {
+  for (Algorithm a : {Algorithm::kDense, Algorithm::kTopK, Algorithm::kRandK,
+                      Algorithm::kRegTopK}) {
+    EXPECT_EQ(*ParseAlgorithm(AlgorithmName(a)), a);
+  }
+  EXPECT_THAT(std::string(ParseAlgorithm("top-k").status().message()), HasSubstr("top-k"));
+}
+
+TEST(RandK, DifferentSeedsPickDifferentMasksAndCoverUniformly) {
+  SparsifierOptions o;
+  o.algorithm = Algorithm::kRandK;
+  o.dim = 100;
+  o.density = 0.1;
+  std::vector<int> hits(100, 0);
+  auto s = *CreateSparsifier(o);
+  SparseVector out;
+  for (int round = 0; round < 2000; ++round) {
+    ASSERT_TRUE(s->Compress(std::vector<float>(100, 1.0f), &out).ok());
+    for (uint32_t j : out.indices) ++hits[j];
+  }
+  // 2000 rounds * 10 picks / 100 positions = 200 expected hits each; binomial sd ~13.4.
+  for (int h : hits) {
+    EXPECT_GT(h, 130);
+    EXPECT_LT(h, 270);
+  }
+  o.seed = 99;
+  auto t = *CreateSparsifier(o);
+  SparseVector other;
+  ASSERT_TRUE(t->Compress(std::vector<float>(100, 1.0f), &other).ok());
+  auto u = *CreateSparsifier(SparsifierOptions{Algorithm::kRandK, 100, 0.1});
+  ASSERT_TRUE(u->Compress(std::vector<float>(100, 1.0f), &out).ok());
+  EXPECT_NE(other.indices, out.indices);
+}
+
+}  // namespace
+}  // namespace regtopk
