@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cassert>
 #include <cmath>
+#include <cstring>
 
 namespace regtopk {
 namespace {
@@ -11,7 +12,8 @@ namespace {
 constexpr size_t kSmallDim = 1 << 14;
 constexpr size_t kMaxSample = 1 << 16;
 // Width of the blocks the filtering pass skips when their largest magnitude is below threshold.
-constexpr size_t kBlock = 64;
+constexpr size_t kBlock = kSelectBlock;
+constexpr size_t kSubBlock = 16;
 
 uint64_t SplitMix64(uint64_t& state) {
   uint64_t z = (state += 0x9e3779b97f4a7c15ull);
@@ -20,10 +22,11 @@ uint64_t SplitMix64(uint64_t& state) {
   return z ^ (z >> 31);
 }
 
-float BlockMaxAbs(const float* p, size_t n) {
-  float m = 0.0f;
-  for (size_t i = 0; i < n; ++i) m = std::max(m, std::fabs(p[i]));
-  return m;
+// True if some MagnitudeBits(p[i]) >= bound (signed compares: both sides are >= 0).
+bool BlockMayReach(const float* p, size_t n, int32_t bound_bits) {
+  int32_t any = 0;
+  for (size_t i = 0; i < n; ++i) any |= static_cast<int32_t>(MagnitudeBits(p[i]) >= bound_bits);
+  return any != 0;
 }
 
 }  // namespace
@@ -50,7 +53,7 @@ float TopKSelector::EstimateThreshold(absl::Span<const float> a, float scale, si
 }
 
 void TopKSelector::Filter(absl::Span<const float> a, float scale, ScoreOverrides overrides,
-                          float threshold) {
+                          float threshold, absl::Span<const int32_t> block_max) {
   candidates_.clear();
   const size_t d = a.size();
   const float* p = a.data();
@@ -61,45 +64,73 @@ void TopKSelector::Filter(absl::Span<const float> a, float scale, ScoreOverrides
       candidates_[j] = Candidate{std::fabs(p[j]) * scale, static_cast<uint32_t>(j)};
     }
   } else {
-    // |a|*scale is monotone in |a|, so a block whose largest |a| misses the threshold holds no
-    // candidate. The per-block max vectorises; the scalar scan runs only on the rare hit.
-    for (size_t base = 0; base < d; base += kBlock) {
+    // fl(|a| * scale) >= threshold implies |a| >= threshold / scale / (1 + 2^-24), so a block
+    // with no |a| above a slightly lowered bound holds no candidate. That pre-test vectorises;
+    // the exact scalar test runs only in the rare blocks that pass it.
+    if (scale == 0.0f) {
+      candidates_.clear();  // every plain score is 0 < threshold
+    } else {
+    const float bound = static_cast<float>(static_cast<double>(threshold) / scale * (1.0 - 1e-6));
+    const int32_t bound_bits = MagnitudeBits(bound);
+    for (size_t base = 0, b = 0; base < d; base += kBlock, ++b) {
       const size_t n = std::min(kBlock, d - base);
-      if (BlockMaxAbs(p + base, n) * scale < threshold) continue;
-      for (size_t j = base; j < base + n; ++j) {
-        const float s = std::fabs(p[j]) * scale;
-        if (s >= threshold) candidates_.push_back(Candidate{s, static_cast<uint32_t>(j)});
+      if (block_max.empty() ? !BlockMayReach(p + base, n, bound_bits)
+                            : block_max[b] < bound_bits) {
+        continue;
       }
+      // At 1 % density about half the blocks hit; narrowing to sub-blocks keeps the scalar scan
+      // to the few entries near a candidate.
+      for (size_t sub = base; sub < base + n; sub += kSubBlock) {
+        const size_t sn = std::min(kSubBlock, base + n - sub);
+        if (!BlockMayReach(p + sub, sn, bound_bits)) continue;
+        // Branch-free append: write every entry, advance only past the hits.
+        size_t n_out = candidates_.size();
+        candidates_.resize(n_out + sn);
+        Candidate* dst = candidates_.data();
+        for (size_t j = sub; j < sub + sn; ++j) {
+          const float s = std::fabs(p[j]) * scale;
+          dst[n_out] = Candidate{s, static_cast<uint32_t>(j)};
+          n_out += static_cast<size_t>(s >= threshold);
+        }
+        candidates_.resize(n_out);
+      }
+    }
     }
   }
   if (overrides.indices.empty()) return;
-  // Candidates are in index order, as are the overrides: drop the overridden positions in one
-  // merge walk, then add those whose real score reaches the threshold.
-  size_t out = 0, o = 0;
+  // Candidates are in index order, as are the overrides: one merge walk replaces the overridden
+  // positions' plain scores by their real ones (dropping those below the threshold) and keeps
+  // the list in index order, which lets Select skip a final sort.
+  merged_.clear();
+  size_t o = 0;
   const size_t no = overrides.indices.size();
-  for (size_t c = 0; c < candidates_.size(); ++c) {
-    const uint32_t j = candidates_[c].index;
-    while (o < no && overrides.indices[o] < j) ++o;
-    if (o < no && overrides.indices[o] == j) continue;
-    candidates_[out++] = candidates_[c];
-  }
-  candidates_.resize(out);
-  for (size_t i = 0; i < no; ++i) {
-    if (overrides.scores[i] >= threshold) {
-      candidates_.push_back(Candidate{overrides.scores[i], overrides.indices[i]});
+  auto emit_overrides_below = [&](uint64_t limit) {
+    for (; o < no && overrides.indices[o] < limit; ++o) {
+      if (overrides.scores[o] >= threshold) {
+        merged_.push_back(Candidate{overrides.scores[o], overrides.indices[o]});
+      }
     }
+  };
+  for (const Candidate& c : candidates_) {
+    emit_overrides_below(c.index);
+    if (o < no && overrides.indices[o] == c.index) continue;  // emitted on the next call
+    merged_.push_back(c);
   }
+  emit_overrides_below(uint64_t{1} << 32);
+  candidates_.swap(merged_);
 }
 
 void TopKSelector::Select(absl::Span<const float> a, float scale, ScoreOverrides overrides,
-                          size_t k, std::vector<uint32_t>* out) {
+                          size_t k, std::vector<uint32_t>* out,
+                          absl::Span<const int32_t> block_max) {
   assert(k >= 1 && k <= a.size());
+  assert(block_max.empty() || block_max.size() == (a.size() + kBlock - 1) / kBlock);
   const size_t d = a.size();
   stats_ = SelectStats();
   float threshold = 0.0f;
   if (d >= kSmallDim && k < d / 2) threshold = EstimateThreshold(a, scale, k);
   while (true) {
-    Filter(a, scale, overrides, threshold);
+    Filter(a, scale, overrides, threshold, block_max);
     ++stats_.passes;
     // Correctness of the shortcut: if at least k scores reach the threshold, the k-th largest
     // score does too, so the whole top-k (ties included) is among the candidates.
@@ -110,16 +141,24 @@ void TopKSelector::Select(absl::Span<const float> a, float scale, ScoreOverrides
     if (threshold < 1e-30f) threshold = 0.0f;
   }
   stats_.candidates = candidates_.size();
+  out->resize(k);
+  if (candidates_.size() == k) {
+    for (size_t i = 0; i < k; ++i) (*out)[i] = candidates_[i].index;
+    return;
+  }
+  // Find the k-th best candidate (score desc, index asc: a strict total order) on a copy, then
+  // keep everything at least as good from the index-ordered list: sorted output, no sort.
   auto better = [](const Candidate& x, const Candidate& y) {
     return x.score > y.score || (x.score == y.score && x.index < y.index);
   };
-  if (candidates_.size() > k) {
-    std::nth_element(candidates_.begin(), candidates_.begin() + (k - 1), candidates_.end(),
-                     better);
+  merged_.assign(candidates_.begin(), candidates_.end());
+  std::nth_element(merged_.begin(), merged_.begin() + (k - 1), merged_.end(), better);
+  const Candidate pivot = merged_[k - 1];
+  size_t n = 0;
+  for (const Candidate& c : candidates_) {
+    if (!better(pivot, c)) (*out)[n++] = c.index;
   }
-  out->resize(k);
-  for (size_t i = 0; i < k; ++i) (*out)[i] = candidates_[i].index;
-  std::sort(out->begin(), out->end());
+  assert(n == k);
 }
 
 }  // namespace regtopk

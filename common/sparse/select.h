@@ -29,6 +29,18 @@ struct SelectStats {
   int passes = 0;         // filtering passes (1 unless the estimate missed)
 };
 
+// Width of the blocks whose largest magnitude a caller may precompute (see Select).
+inline constexpr size_t kSelectBlock = 64;
+
+// The bit pattern of |x| as an integer: for non-negative floats the integer order is the float
+// order, which lets magnitude maxima vectorise without -ffast-math.
+inline int32_t MagnitudeBits(float x) {
+  int32_t bits;
+  static_assert(sizeof(bits) == sizeof(x));
+  __builtin_memcpy(&bits, &x, sizeof(bits));
+  return bits & 0x7fffffff;
+}
+
 class TopKSelector {
  public:
   // `seed` only drives where the sample is drawn; the result never depends on it.
@@ -38,8 +50,12 @@ class TopKSelector {
   // Preconditions (checked with DCHECK only; callers validate their input): 1 <= k <= a.size();
   // every a[j] finite; scale >= 0 and finite; override indices < a.size(), strictly increasing,
   // their scores finite and >= 0.
+  //
+  // `block_max` is optional: if not empty it must hold, for every block b of kSelectBlock
+  // entries, max_j MagnitudeBits(a[j]) over the block (the last block may be short). A caller
+  // that computes it while writing `a` spares the selector its own pass over all of `a`.
   void Select(absl::Span<const float> a, float scale, ScoreOverrides overrides, size_t k,
-              std::vector<uint32_t>* out);
+              std::vector<uint32_t>* out, absl::Span<const int32_t> block_max = {});
 
   // Statistics of the last Select call.
   const SelectStats& last_stats() const { return stats_; }
@@ -52,13 +68,15 @@ class TopKSelector {
 
   // Appends every non-override position with |a|*scale >= threshold and every override position
   // with score >= threshold to candidates_.
-  void Filter(absl::Span<const float> a, float scale, ScoreOverrides overrides, float threshold);
+  void Filter(absl::Span<const float> a, float scale, ScoreOverrides overrides, float threshold,
+              absl::Span<const int32_t> block_max);
   // The sampled score of rank `rank` (0 = largest) used as the next threshold.
   float EstimateThreshold(absl::Span<const float> a, float scale, size_t k);
 
   uint64_t rng_state_;
   std::vector<float> sample_;
-  std::vector<Candidate> candidates_;
+  std::vector<Candidate> candidates_;  // in index order after Filter
+  std::vector<Candidate> merged_;      // scratch
   SelectStats stats_;
 };
 

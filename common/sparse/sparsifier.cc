@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <utility>
@@ -115,29 +116,45 @@ class DenseSparsifier final : public Sparsifier {
 class ErrorFeedbackSparsifier : public Sparsifier {
  public:
   explicit ErrorFeedbackSparsifier(const SparsifierOptions& options)
-      : options_(options), k_(options.k()), error_(options.dim, 0.0f), acc_(options.dim) {}
+      : options_(options), k_(options.k()), error_(options.dim, 0.0f),
+        acc_(options.dim),
+        block_max_((options.dim + kSelectBlock - 1) / kSelectBlock) {}
 
   absl::Status Compress(absl::Span<const float> gradient, SparseVector* out) final {
     const size_t d = options_.dim;
     if (absl::Status s = CheckLength(gradient, d); !s.ok()) return s;
     if (absl::Status s = BeforeCompress(); !s.ok()) return s;
     // Accumulate into a scratch buffer, not into e: if a value turns out non-finite, e is left
-    // untouched. The finiteness test reads the freshly written a (which catches a non-finite g
-    // and an overflow of g + e alike) in cache-sized blocks behind the writes.
+    // untouched. Testing a = g + e (an integer test on the exponent bits) catches a non-finite
+    // g and an overflow of g + e alike.
     const float* g = gradient.data();
     const float* e = error_.data();
     float* a = acc_.data();
-    constexpr size_t kChunk = 4096;
+    int32_t* block_max = block_max_.data();
+    constexpr size_t kChunk = 64 * kSelectBlock;
     for (size_t base = 0; base < d; base += kChunk) {
-      const size_t n = std::min(kChunk, d - base);
-      for (size_t j = base; j < base + n; ++j) a[j] = g[j] + e[j];
-      const size_t bad = FindNonFinite(absl::MakeConstSpan(a + base, n));
-      if (bad != n) {
-        const size_t pos = base + bad;
+      const size_t chunk_end = std::min(d, base + kChunk);
+      int32_t any_bad = 0;
+      // Same memory traffic as a bare a = g + e; the finiteness flag and the per-block magnitude
+      // maxima (which spare the selector a pass over a) ride along in registers.
+      for (size_t block = base; block < chunk_end; block += kSelectBlock) {
+        const size_t block_end = std::min(chunk_end, block + kSelectBlock);
+        int32_t max_bits = 0;
+        for (size_t j = block; j < block_end; ++j) {
+          const float x = g[j] + e[j];
+          a[j] = x;
+          const int32_t m = MagnitudeBits(x);
+          any_bad |= static_cast<int32_t>(m >= 0x7f800000);
+          max_bits = std::max(max_bits, m);
+        }
+        block_max[block / kSelectBlock] = max_bits;
+      }
+      if (any_bad) {
+        const size_t pos = base + FindNonFinite(absl::MakeConstSpan(a + base, chunk_end - base));
         return NonFiniteError(gradient, pos, !std::isfinite(g[pos]));
       }
     }
-    Choose(acc_, &out->indices);
+    Choose(acc_, block_max_, &out->indices);
     out->values.resize(k_);
     for (size_t i = 0; i < k_; ++i) out->values[i] = a[out->indices[i]];
     // e = a with the sent entries zeroed; the old e becomes next round's scratch.
@@ -154,8 +171,10 @@ class ErrorFeedbackSparsifier : public Sparsifier {
   absl::Span<const float> error() const override { return error_; }
 
  protected:
-  // Writes the k chosen positions of `a` in increasing order.
-  virtual void Choose(absl::Span<const float> a, std::vector<uint32_t>* indices) = 0;
+  // Writes the k chosen positions of `a` in increasing order. `block_max` holds the
+  // TopKSelector block maxima of `a`.
+  virtual void Choose(absl::Span<const float> a, absl::Span<const int32_t> block_max,
+                      std::vector<uint32_t>* indices) = 0;
   virtual absl::Status BeforeCompress() { return absl::OkStatus(); }
   virtual void AfterCompress(const SparseVector& sent) {}
 
@@ -165,6 +184,7 @@ class ErrorFeedbackSparsifier : public Sparsifier {
  private:
   std::vector<float> error_;
   std::vector<float> acc_;
+  std::vector<int32_t> block_max_;
 };
 
 class TopKSparsifier final : public ErrorFeedbackSparsifier {
@@ -173,8 +193,9 @@ class TopKSparsifier final : public ErrorFeedbackSparsifier {
       : ErrorFeedbackSparsifier(options), selector_(options.seed) {}
 
  protected:
-  void Choose(absl::Span<const float> a, std::vector<uint32_t>* indices) override {
-    selector_.Select(a, 1.0f, ScoreOverrides{}, k_, indices);
+  void Choose(absl::Span<const float> a, absl::Span<const int32_t> block_max,
+              std::vector<uint32_t>* indices) override {
+    selector_.Select(a, 1.0f, ScoreOverrides{}, k_, indices, block_max);
   }
 
  private:
@@ -189,7 +210,8 @@ class RandKSparsifier final : public ErrorFeedbackSparsifier {
         marks_((options.dim + 63) / 64) {}
 
  protected:
-  void Choose(absl::Span<const float> a, std::vector<uint32_t>* indices) override {
+  void Choose(absl::Span<const float> a, absl::Span<const int32_t>,
+              std::vector<uint32_t>* indices) override {
     // Uniform k-subset by rejection into a bitmap; when k > d/2 the complement is drawn instead
     // so the expected number of draws stays below 2k. The bitmap read in order gives sorted
     // indices for free.
@@ -262,7 +284,8 @@ class RegTopKSparsifier final : public ErrorFeedbackSparsifier {
     return absl::OkStatus();
   }
 
-  void Choose(absl::Span<const float> a, std::vector<uint32_t>* indices) override {
+  void Choose(absl::Span<const float> a, absl::Span<const int32_t> block_max,
+              std::vector<uint32_t>* indices) override {
     const float w = options_.weight;
     const float mu = static_cast<float>(options_.mu);
     override_scores_.resize(prev_indices_.size());
@@ -278,7 +301,7 @@ class RegTopKSparsifier final : public ErrorFeedbackSparsifier {
       override_scores_[i] = magnitude * std::tanh(std::fabs(1.0f + delta) / mu);
     }
     selector_.Select(a, no_evidence_scale_, ScoreOverrides{prev_indices_, override_scores_}, k_,
-                     indices);
+                     indices, block_max);
   }
 
   void AfterCompress(const SparseVector& sent) override {

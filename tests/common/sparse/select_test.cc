@@ -112,6 +112,26 @@ TEST(TopKSelector, FallsBackWhenTheSampledThresholdMisses) {
   EXPECT_GT(sel.last_stats().passes, 1);
 }
 
+TEST(TopKSelector, PrecomputedBlockMaximaGiveTheSameResult) {
+  std::mt19937 rng(12);
+  std::normal_distribution<float> normal;
+  const size_t d = 100003;  // a short last block
+  std::vector<float> a(d);
+  for (float& x : a) x = normal(rng);
+  std::vector<int32_t> block_max((d + kSelectBlock - 1) / kSelectBlock, 0);
+  for (size_t j = 0; j < d; ++j) {
+    block_max[j / kSelectBlock] = std::max(block_max[j / kSelectBlock], MagnitudeBits(a[j]));
+  }
+  std::vector<uint32_t> oi{5, 700, 99999};
+  std::vector<float> os{10.0f, 0.0f, 0.5f};
+  TopKSelector sel(13);
+  for (size_t k : {size_t{1}, size_t{100}, size_t{5000}}) {
+    std::vector<uint32_t> out;
+    sel.Select(a, 1.0f, ScoreOverrides{oi, os}, k, &out, block_max);
+    EXPECT_EQ(out, ReferenceTopK(a, 1.0f, oi, os, k)) << k;
+  }
+}
+
 TEST(TopKSelector, SampledPathFiltersMostEntries) {
   std::mt19937 rng(8);
   std::normal_distribution<float> normal;
