@@ -10,11 +10,10 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/cli/flags.h"
 #include "common/sim/problem.h"
 #include "common/sim/simulator.h"
 
@@ -137,9 +136,9 @@ int Main() {
 }  // namespace regtopk
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "Simulates N workers sparsifying gradients on the paper's synthetic problems.\n"
+  regtopk::ParseFlagsOrExit(
+      argc, argv, "regtopk-sim",
+      "regtopk-sim: simulates N workers sparsifying gradients on the paper's synthetic problems.\n"
       "Example: regtopk-sim --problem=linreg --algorithm=regtopk --density=0.6 --rounds=1500");
-  absl::ParseCommandLine(argc, argv);
   return regtopk::Main();
 }

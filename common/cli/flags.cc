@@ -1,0 +1,87 @@
+#include "common/cli/flags.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/commandlineflag.h"
+#include "absl/flags/reflection.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+
+namespace regtopk {
+
+void FlagErrorExit(absl::string_view program, absl::string_view message) {
+  std::cerr << program << ": " << message << "\n";
+  std::exit(2);
+}
+
+namespace {
+
+// Only flags defined in the project's own *_main.cc files are shown and accepted: absl and
+// gRPC define flags of their own that a user of these binaries has no business setting.
+bool IsOwnFlag(const absl::CommandLineFlag& flag) {
+  return absl::EndsWith(flag.Filename(), "_main.cc");
+}
+
+void PrintHelp(absl::string_view usage) {
+  std::cout << usage << "\n\nFlags (--name=value; --flag-name and --flag_name both work):\n";
+  std::vector<const absl::CommandLineFlag*> flags;
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (IsOwnFlag(*flag)) flags.push_back(flag);
+  }
+  std::sort(flags.begin(), flags.end(),
+            [](auto* a, auto* b) { return a->Name() < b->Name(); });
+  for (const absl::CommandLineFlag* flag : flags) {
+    std::cout << "  --" << absl::StrReplaceAll(flag->Name(), {{"_", "-"}}) << "  "
+              << flag->Help() << " (default: "
+              << (flag->DefaultValue().empty() ? "\"\"" : flag->DefaultValue()) << ")\n";
+  }
+}
+
+}  // namespace
+
+void ParseFlagsOrExit(int argc, char** argv, absl::string_view program, absl::string_view usage) {
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-h" || arg == "--helpfull") {
+      PrintHelp(usage);
+      std::exit(0);
+    }
+    if (!absl::StartsWith(arg, "--") || arg.size() == 2) {
+      FlagErrorExit(program, absl::StrCat("unexpected argument '", arg,
+                                          "' (flags look like --name=value; see --help)"));
+    }
+    arg.remove_prefix(2);
+    const size_t eq = arg.find('=');
+    std::string name = absl::StrReplaceAll(arg.substr(0, eq), {{"-", "_"}});
+    const bool has_value = eq != absl::string_view::npos;
+    std::string value = has_value ? std::string(arg.substr(eq + 1)) : "";
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    if (flag == nullptr && !has_value && absl::StartsWith(name, "no")) {
+      // --noflag for a boolean.
+      absl::CommandLineFlag* negated = absl::FindCommandLineFlag(name.substr(2));
+      if (negated != nullptr && negated->IsOfType<bool>() && IsOwnFlag(*negated)) {
+        flag = negated;
+        value = "false";
+      }
+    } else if (flag != nullptr && !has_value) {
+      if (!flag->IsOfType<bool>()) {
+        FlagErrorExit(program, absl::StrCat("flag --", arg, " needs a value (--", arg, "=...)"));
+      }
+      value = "true";
+    }
+    if (flag == nullptr || !IsOwnFlag(*flag)) {
+      FlagErrorExit(program, absl::StrCat("unknown flag --", arg.substr(0, eq), " (see --help)"));
+    }
+    std::string error;
+    if (!flag->ParseFrom(value, &error)) {
+      FlagErrorExit(program, absl::StrCat("bad value for --", arg.substr(0, eq), ": ", error));
+    }
+  }
+}
+
+}  // namespace regtopk

@@ -1,0 +1,299 @@
+#include "server/coordinator.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/sparse/aggregate.h"
+#include "common/status/status_macros.h"
+#include "common/wire/digest.h"
+#include "common/wire/sparse_codec.h"
+
+namespace regtopk {
+
+absl::Status CoordinatorOptions::Validate() const {
+  REGTOPK_RETURN_IF_ERROR(job.Validate());
+  if (max_dim == 0 || max_dim > std::numeric_limits<uint32_t>::max()) {
+    return absl::InvalidArgumentError(absl::StrCat("max_dim must be in [1, 2^32), got ", max_dim));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions options) {
+  REGTOPK_RETURN_IF_ERROR(options.Validate());
+  std::unique_ptr<Coordinator> c(new Coordinator(std::move(options)));
+  c->closer_ = std::thread([p = c.get()] { p->CloserLoop(); });
+  return c;
+}
+
+Coordinator::Coordinator(CoordinatorOptions options) : options_(std::move(options)) {
+  const uint32_t n = options_.job.num_workers;
+  joined_.assign(n, false);
+  num_samples_.assign(n, 0);
+  pushes_.resize(n);
+  callbacks_.resize(n);
+  if (options_.job.weighting == Weighting::kUniform) {
+    weights_.assign(n, 1.0f / static_cast<float>(n));
+  }
+}
+
+Coordinator::~Coordinator() {
+  Shutdown();
+}
+
+uint64_t Coordinator::dim() const {
+  absl::MutexLock lock(&mu_);
+  return dim_;
+}
+
+bool Coordinator::WeightsKnownLocked() const { return !weights_.empty(); }
+
+void Coordinator::ComputeWeightsLocked() {
+  if (WeightsKnownLocked()) return;
+  for (bool j : joined_) {
+    if (!j) return;
+  }
+  double total = 0;
+  for (uint64_t s : num_samples_) total += static_cast<double>(s);
+  weights_.resize(num_samples_.size());
+  for (size_t n = 0; n < num_samples_.size(); ++n) {
+    weights_[n] = static_cast<float>(static_cast<double>(num_samples_[n]) / total);
+  }
+}
+
+absl::StatusOr<JoinResult> Coordinator::Join(uint32_t worker_id, uint64_t num_samples,
+                                             uint64_t dim, uint64_t layout_digest) {
+  const uint32_t n = options_.job.num_workers;
+  if (worker_id >= n) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("worker id ", worker_id, " is out of range: the job has ", n, " workers"));
+  }
+  if (dim == 0 || dim > options_.max_dim) {
+    return absl::InvalidArgumentError(absl::StrCat("model dimension ", dim,
+                                                   " is not in [1, ", options_.max_dim, "]"));
+  }
+  if (num_samples == 0) return absl::InvalidArgumentError("num_samples must be >= 1");
+  absl::MutexLock lock(&mu_);
+  if (shutting_down_) return absl::UnavailableError("server is shutting down");
+  if (dim_ == 0) {
+    dim_ = dim;
+    layout_digest_ = layout_digest;
+    sgd_ = std::make_unique<Sgd>(options_.job.sgd, dim);
+  } else if (dim != dim_ || layout_digest != layout_digest_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "worker ", worker_id, "'s model layout (dimension ", dim, ", digest ", layout_digest,
+        ") differs from the job's (dimension ", dim_, ", digest ", layout_digest_, ")"));
+  }
+  if (joined_[worker_id] && num_samples_[worker_id] != num_samples && WeightsKnownLocked() &&
+      options_.job.weighting == Weighting::kSamples) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "worker ", worker_id, " rejoined with ", num_samples, " samples, but the weights were "
+        "fixed with ", num_samples_[worker_id]));
+  }
+  joined_[worker_id] = true;
+  num_samples_[worker_id] = num_samples;
+  ComputeWeightsLocked();
+  JoinResult r;
+  r.config = options_.job;
+  r.round = round_;
+  r.upload_parameters = params_.empty();
+  if (WeightsKnownLocked()) r.weight = weights_[worker_id];
+  return r;
+}
+
+absl::Status Coordinator::UploadParameters(uint32_t worker_id, std::vector<float> values) {
+  // Check the values before taking the lock: the scan of a large model must not stall pushes.
+  const size_t bad = FindNonFinite(values);
+  if (bad != values.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("uploaded parameter ", bad, " is not finite: ", values[bad]));
+  }
+  absl::MutexLock lock(&mu_);
+  if (worker_id >= joined_.size() || !joined_[worker_id]) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("worker ", worker_id, " must join before uploading parameters"));
+  }
+  if (!params_.empty()) {
+    return absl::FailedPreconditionError("the server already holds parameters");
+  }
+  if (values.size() != dim_) {
+    return absl::InvalidArgumentError(absl::StrCat("uploaded ", values.size(),
+                                                   " parameters, the model has ", dim_));
+  }
+  params_ = std::move(values);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ParameterSnapshot> Coordinator::GetParameters() {
+  ParameterSnapshot s;
+  {
+    absl::MutexLock lock(&mu_);
+    if (params_.empty()) {
+      return absl::FailedPreconditionError("no parameters yet: waiting for the first upload");
+    }
+    s.values = params_;
+    s.round = round_;
+  }
+  s.digest = DigestFloats(s.values);
+  return s;
+}
+
+absl::Status Coordinator::Push(uint32_t worker_id, uint64_t round, absl::string_view encoded,
+                               PushCallback done) {
+  // State checks, then the (lock-free) decode, then the same checks again before recording:
+  // another push of the same worker may have raced in meanwhile.
+  auto check = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
+    if (shutting_down_) return absl::UnavailableError("server is shutting down");
+    if (worker_id >= joined_.size() || !joined_[worker_id]) {
+      return absl::FailedPreconditionError(absl::StrCat("unknown worker ", worker_id,
+                                                        ": join before pushing"));
+    }
+    if (params_.empty()) {
+      return absl::FailedPreconditionError("no parameters yet: waiting for the first upload");
+    }
+    if (!WeightsKnownLocked()) {
+      return absl::FailedPreconditionError(
+          "aggregation weights are not known until every worker has joined");
+    }
+    const uint64_t total = options_.job.total_rounds;
+    if (total != 0 && round_ >= total) {
+      return absl::FailedPreconditionError(absl::StrCat("the job finished after ", total,
+                                                        " rounds"));
+    }
+    if (round != round_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "worker ", worker_id, " pushed round ", round, " but the server is collecting round ",
+          round_));
+    }
+    if (pushes_[worker_id].has_value()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("worker ", worker_id, " already pushed round ", round));
+    }
+    return absl::OkStatus();
+  };
+  uint64_t dim;
+  {
+    absl::MutexLock lock(&mu_);
+    if (absl::Status s = check(); !s.ok()) {
+      ++rejected_pushes_;
+      return s;
+    }
+    dim = dim_;
+  }
+  SparseVector grad;
+  absl::Status decoded = DecodeSparse(encoded, dim, options_.job.MaxEntries(dim), &grad);
+  absl::MutexLock lock(&mu_);
+  if (!decoded.ok()) {
+    ++rejected_pushes_;
+    return absl::InvalidArgumentError(absl::StrCat("worker ", worker_id, " round ", round,
+                                                   ": ", decoded.message()));
+  }
+  if (absl::Status s = check(); !s.ok()) {
+    ++rejected_pushes_;
+    return s;
+  }
+  pushes_[worker_id] = std::move(grad);
+  callbacks_[worker_id] = std::move(done);
+  ++pushed_;
+  return absl::OkStatus();
+}
+
+void Coordinator::CloserLoop() {
+  const uint32_t n = options_.job.num_workers;
+  std::vector<SparseVector> pushes(n);
+  std::vector<SparseView> views(n);
+  std::vector<float> weights;
+  SparseVector aggregate;
+  while (true) {
+    std::vector<PushCallback> callbacks;
+    uint64_t round, dim;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](Coordinator* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu_) {
+            return c->shutting_down_ || c->pushed_ == c->options_.job.num_workers;
+          },
+          this));
+      if (shutting_down_) return;
+      // The pushes are moved out but their slots stay engaged, so a duplicate push for this
+      // round is still refused while the round closes.
+      for (uint32_t w = 0; w < n; ++w) {
+        pushes[w] = std::move(*pushes_[w]);
+        views[w] = pushes[w];
+      }
+      callbacks.swap(callbacks_);
+      callbacks_.resize(n);
+      weights = weights_;
+      round = round_;
+      dim = dim_;
+    }
+    auto result = std::make_shared<RoundResult>();
+    result->round = round;
+    absl::Time t0 = absl::Now();
+    AggregateSparse(views, weights, &aggregate);  // worker-id order: reproducible bit for bit
+    absl::Time t1 = absl::Now();
+    const uint32_t every = options_.job.digest_every;
+    {
+      absl::MutexLock lock(&mu_);
+      sgd_->Step(absl::MakeSpan(params_), aggregate);
+      if (every != 0 && (round + 1) % every == 0) {
+        result->has_digest = true;
+        result->digest = DigestFloats(params_);
+      }
+    }
+    absl::Time t2 = absl::Now();
+    if (options_.force_dense_aggregate) {
+      EncodeSparse(aggregate, dim, SparseFormat::kDense, &result->encoded);
+    } else {
+      EncodeSparseSmallest(aggregate, dim, &result->encoded);
+    }
+    absl::Time t3 = absl::Now();
+    result->nnz = aggregate.nnz();
+    result->aggregate_seconds = absl::ToDoubleSeconds(t1 - t0);
+    result->step_seconds = absl::ToDoubleSeconds(t2 - t1);
+    result->encode_seconds = absl::ToDoubleSeconds(t3 - t2);
+    std::shared_ptr<const RoundResult> shared = std::move(result);
+    {
+      absl::MutexLock lock(&mu_);
+      for (auto& p : pushes_) p.reset();
+      pushed_ = 0;
+      ++round_;
+      last_round_ = shared;
+    }
+    for (PushCallback& cb : callbacks) cb(shared);
+    if (options_.on_round_closed) options_.on_round_closed(*shared);
+  }
+}
+
+void Coordinator::Shutdown() {
+  std::vector<PushCallback> callbacks;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!shutting_down_) {
+      shutting_down_ = true;
+      for (auto& cb : callbacks_) {
+        if (cb) callbacks.push_back(std::move(cb));
+        cb = nullptr;
+      }
+    }
+  }
+  for (PushCallback& cb : callbacks) {
+    cb(absl::UnavailableError("server is shutting down; the round did not close"));
+  }
+  if (closer_.joinable() && closer_.get_id() != std::this_thread::get_id()) closer_.join();
+}
+
+CoordinatorStatus Coordinator::GetStatus() {
+  absl::MutexLock lock(&mu_);
+  CoordinatorStatus s;
+  s.round = round_;
+  for (bool j : joined_) s.workers_joined += j;
+  s.num_workers = options_.job.num_workers;
+  s.parameters_ready = !params_.empty();
+  s.finished = options_.job.total_rounds != 0 && round_ >= options_.job.total_rounds;
+  s.rejected_pushes = rejected_pushes_;
+  s.last_round = last_round_;
+  return s;
+}
+
+}  // namespace regtopk

@@ -1,0 +1,321 @@
+#include "server/service.h"
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/rpc/conversions.h"
+#include "common/wire/chunking.h"
+
+namespace regtopk {
+namespace {
+
+grpc::Status InvalidArgument(std::string message) {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::move(message));
+}
+
+// Exactly one party may finish a reactor: the call's own flow, a round's delivery or a
+// cancellation. Whoever claims first finishes; the others stand back. The claim is the only
+// thing done under the lock: gRPC is called outside it.
+class FinishClaim {
+ public:
+  bool TryClaim() {
+    absl::MutexLock lock(&mu_);
+    if (claimed_) return false;
+    claimed_ = true;
+    return true;
+  }
+
+ private:
+  absl::Mutex mu_;
+  bool claimed_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace
+
+ParameterServerService::ParameterServerService(Coordinator* coordinator)
+    : coordinator_(coordinator) {}
+
+grpc::ServerUnaryReactor* ParameterServerService::Join(grpc::CallbackServerContext* context,
+                                                       const v1::JoinRequest* request,
+                                                       v1::JoinResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto result = coordinator_->Join(request->worker_id(), request->num_samples(), request->dim(),
+                                   request->layout_digest());
+  if (!result.ok()) {
+    reactor->Finish(ToGrpcStatus(result.status()));
+    return reactor;
+  }
+  ToProto(result->config, response->mutable_config());
+  response->set_round(result->round);
+  response->set_upload_parameters(result->upload_parameters);
+  response->set_weight_known(result->weight.has_value());
+  if (result->weight) response->set_weight(*result->weight);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ParameterServerService::GetStatus(grpc::CallbackServerContext* context,
+                                                            const v1::GetStatusRequest*,
+                                                            v1::GetStatusResponse* response) {
+  CoordinatorStatus s = coordinator_->GetStatus();
+  response->set_round(s.round);
+  response->set_workers_joined(s.workers_joined);
+  response->set_num_workers(s.num_workers);
+  response->set_parameters_ready(s.parameters_ready);
+  response->set_finished(s.finished);
+  response->set_rejected_pushes(s.rejected_pushes);
+  response->set_bytes_in(bytes_in());
+  response->set_bytes_out(bytes_out());
+  if (s.last_round) {
+    response->set_last_aggregate_us(static_cast<uint64_t>(s.last_round->aggregate_seconds * 1e6));
+    response->set_last_step_us(static_cast<uint64_t>(s.last_round->step_seconds * 1e6));
+    response->set_last_encode_us(static_cast<uint64_t>(s.last_round->encode_seconds * 1e6));
+    response->set_last_round_nnz(s.last_round->nnz);
+    response->set_last_round_encoded_bytes(s.last_round->encoded.size());
+  }
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+// Collects the uploaded chunks in order, then hands the whole buffer to the coordinator.
+class UploadReactor final : public grpc::ServerReadReactor<v1::ParameterChunk> {
+ public:
+  explicit UploadReactor(ParameterServerService* service) : service_(service) {
+    StartRead(&chunk_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // the client half-closed (or went away: then Finish is a no-op)
+      if (!started_) return Done(InvalidArgument("upload carried no parameter chunks"));
+      if (received_ != dim_) {
+        return Done(InvalidArgument(absl::StrCat("upload ended after ", received_, " of ", dim_,
+                                                 " parameters")));
+      }
+      return Done(ToGrpcStatus(
+          service_->coordinator_->UploadParameters(worker_id_, std::move(values_))));
+    }
+    service_->bytes_in_.fetch_add(chunk_.values().size(), std::memory_order_relaxed);
+    if (!started_) {
+      started_ = true;
+      worker_id_ = chunk_.worker_id();
+      dim_ = chunk_.dim();
+      const uint64_t expected = service_->coordinator_->dim();
+      if (expected == 0 || dim_ != expected) {
+        return Done(grpc::Status(
+            grpc::StatusCode::FAILED_PRECONDITION,
+            absl::StrCat("upload of ", dim_, " parameters does not match the joined model's ",
+                         expected, " (join first)")));
+      }
+      values_.resize(dim_);
+    }
+    const std::string& bytes = chunk_.values();
+    if (chunk_.dim() != dim_ || chunk_.worker_id() != worker_id_) {
+      return Done(InvalidArgument("upload chunks disagree on worker id or dimension"));
+    }
+    if (chunk_.offset() != received_) {
+      return Done(InvalidArgument(absl::StrCat("upload chunk at offset ", chunk_.offset(),
+                                               ", expected ", received_)));
+    }
+    if (bytes.size() % 4 != 0 || bytes.size() > kChunkBytes ||
+        bytes.size() / 4 > dim_ - received_) {
+      return Done(InvalidArgument(absl::StrCat("upload chunk of ", bytes.size(),
+                                               " bytes is malformed or overruns the model")));
+    }
+    std::memcpy(values_.data() + received_, bytes.data(), bytes.size());
+    received_ += bytes.size() / 4;
+    StartRead(&chunk_);
+  }
+
+  void OnCancel() override { Done(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled")); }
+  void OnDone() override { delete this; }
+
+ private:
+  void Done(const grpc::Status& status) {
+    if (claim_.TryClaim()) Finish(status);
+  }
+
+  ParameterServerService* const service_;
+  FinishClaim claim_;
+  v1::ParameterChunk chunk_;
+  bool started_ = false;
+  uint32_t worker_id_ = 0;
+  uint64_t dim_ = 0;
+  uint64_t received_ = 0;
+  std::vector<float> values_;
+};
+
+grpc::ServerReadReactor<v1::ParameterChunk>* ParameterServerService::UploadParameters(
+    grpc::CallbackServerContext*, v1::UploadParametersResponse*) {
+  return new UploadReactor(this);
+}
+
+// Streams a snapshot of the parameters in chunks, one write in flight at a time.
+class PullReactor final : public grpc::ServerWriteReactor<v1::ParameterChunk> {
+ public:
+  PullReactor(ParameterServerService* service, uint32_t worker_id) : service_(service) {
+    auto snapshot = service_->coordinator_->GetParameters();
+    if (!snapshot.ok()) {
+      Done(ToGrpcStatus(snapshot.status()));
+      return;
+    }
+    snapshot_ = std::move(*snapshot);
+    chunk_.set_worker_id(worker_id);
+    WriteNext();
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) return Done(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+    if (offset_ == snapshot_.values.size()) return Done(grpc::Status::OK);
+    WriteNext();
+  }
+  void OnCancel() override { Done(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled")); }
+  void OnDone() override { delete this; }
+
+ private:
+  void WriteNext() {
+    const size_t dim = snapshot_.values.size();
+    const size_t n = std::min(kChunkBytes / 4, dim - offset_);
+    chunk_.set_dim(dim);
+    chunk_.set_offset(offset_);
+    chunk_.set_round(snapshot_.round);
+    chunk_.set_values(reinterpret_cast<const char*>(snapshot_.values.data() + offset_), 4 * n);
+    offset_ += n;
+    if (offset_ == dim) chunk_.set_digest(snapshot_.digest);
+    service_->bytes_out_.fetch_add(4 * n, std::memory_order_relaxed);
+    StartWrite(&chunk_);
+  }
+  void Done(const grpc::Status& status) {
+    if (claim_.TryClaim()) Finish(status);
+  }
+
+  ParameterServerService* const service_;
+  FinishClaim claim_;
+  ParameterSnapshot snapshot_;
+  v1::ParameterChunk chunk_;
+  size_t offset_ = 0;
+};
+
+grpc::ServerWriteReactor<v1::ParameterChunk>* ParameterServerService::PullParameters(
+    grpc::CallbackServerContext*, const v1::PullParametersRequest* request) {
+  return new PullReactor(this, request->worker_id());
+}
+
+// Reads the push's chunks until the client half-closes, submits the push, and when the round
+// closes (on the coordinator's thread) streams the aggregate's bytes back and finishes.
+class PushReactor final : public grpc::ServerBidiReactor<v1::PushChunk, v1::AggregateChunk> {
+ public:
+  explicit PushReactor(ParameterServerService* service) : service_(service) {
+    StartRead(&in_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return Submit();
+    service_->bytes_in_.fetch_add(in_.payload().size(), std::memory_order_relaxed);
+    if (!started_) {
+      started_ = true;
+      worker_id_ = in_.worker_id();
+      round_ = in_.round();
+      total_ = in_.total_bytes();
+      const uint64_t dim = service_->coordinator_->dim();
+      const size_t limit = MaxEncodedBytes(dim, service_->coordinator_->job().MaxEntries(dim));
+      if (total_ > limit) {
+        return Done(InvalidArgument(absl::StrCat("push of ", total_, " bytes exceeds the limit of ",
+                                                 limit, " bytes for this job")));
+      }
+      payload_.reserve(total_);
+    } else if (in_.worker_id() != worker_id_ || in_.round() != round_) {
+      return Done(InvalidArgument("push chunks disagree on worker id or round"));
+    }
+    if (in_.payload().size() > kChunkBytes || in_.payload().size() > total_ - payload_.size()) {
+      return Done(InvalidArgument(absl::StrCat("push chunk of ", in_.payload().size(),
+                                               " bytes overruns the announced ", total_)));
+    }
+    payload_.append(in_.payload());
+    StartRead(&in_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) return FinishClaimed(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+    if (offset_ == result_->encoded.size()) return FinishClaimed(grpc::Status::OK);
+    WriteNext();
+  }
+
+  void OnCancel() override { Done(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled")); }
+  void OnDone() override { delete this; }
+
+ private:
+  // Shared with the coordinator's callback, which may outlive this reactor's interest in the
+  // round (after a cancellation): the claim decides who finishes.
+  struct Shared {
+    explicit Shared(PushReactor* r) : reactor(r) {}
+    PushReactor* const reactor;
+    FinishClaim claim;
+  };
+
+  void Submit() {
+    if (!started_) return Done(InvalidArgument("push carried no chunks"));
+    if (payload_.size() != total_) {
+      return Done(InvalidArgument(absl::StrCat("push ended after ", payload_.size(), " of ",
+                                               total_, " announced bytes")));
+    }
+    // The reactor stays alive until Finish, and Finish is only called by whoever claims it, so
+    // the callback may use the raw pointer once it has claimed.
+    auto deliver = [shared = shared_](absl::StatusOr<std::shared_ptr<const RoundResult>> r) {
+      if (!shared->claim.TryClaim()) return;  // already finished (cancelled)
+      PushReactor* self = shared->reactor;
+      if (!r.ok()) return self->Finish(ToGrpcStatus(r.status()));
+      self->result_ = std::move(*r);
+      self->WriteNext();
+    };
+    absl::Status s = service_->coordinator_->Push(worker_id_, round_, payload_, deliver);
+    payload_.clear();
+    payload_.shrink_to_fit();
+    if (!s.ok()) Done(ToGrpcStatus(s));
+  }
+
+  void WriteNext() {
+    const std::string& bytes = result_->encoded;
+    const size_t n = std::min(kChunkBytes, bytes.size() - offset_);
+    out_.Clear();
+    out_.set_round(result_->round);
+    if (offset_ == 0) out_.set_total_bytes(bytes.size());
+    out_.set_payload(bytes.data() + offset_, n);
+    offset_ += n;
+    if (offset_ == bytes.size() && result_->has_digest) {
+      out_.set_has_digest(true);
+      out_.set_digest(result_->digest);
+    }
+    service_->bytes_out_.fetch_add(n, std::memory_order_relaxed);
+    StartWrite(&out_);
+  }
+
+  void Done(const grpc::Status& status) {
+    if (shared_->claim.TryClaim()) Finish(status);
+  }
+  // For the party that already holds the claim (the delivery's write chain).
+  void FinishClaimed(const grpc::Status& status) { Finish(status); }
+
+  ParameterServerService* const service_;
+  std::shared_ptr<Shared> shared_ = std::make_shared<Shared>(this);
+  v1::PushChunk in_;
+  v1::AggregateChunk out_;
+  bool started_ = false;
+  uint32_t worker_id_ = 0;
+  uint64_t round_ = 0;
+  uint64_t total_ = 0;
+  std::string payload_;
+  std::shared_ptr<const RoundResult> result_;
+  size_t offset_ = 0;
+};
+
+grpc::ServerBidiReactor<v1::PushChunk, v1::AggregateChunk>* ParameterServerService::Push(
+    grpc::CallbackServerContext*) {
+  return new PushReactor(this);
+}
+
+}  // namespace regtopk

@@ -1,0 +1,49 @@
+// ParameterServerService: the gRPC callback-API front of a Coordinator. Each method decodes and
+// checks the request, calls the coordinator, encodes, finishes. A Push is held open (deferred
+// Finish) until its round closes; nothing blocks inside a reaction. Thread-safe.
+#ifndef REGTOPK_SERVER_SERVICE_H_
+#define REGTOPK_SERVER_SERVICE_H_
+
+#include <atomic>
+#include <cstdint>
+
+#include "regtopk/v1/parameter_server.grpc.pb.h"
+#include "server/coordinator.h"
+
+namespace regtopk {
+
+class ParameterServerService final : public v1::ParameterServer::CallbackService {
+ public:
+  // `coordinator` is borrowed and must outlive the service and every call in flight.
+  explicit ParameterServerService(Coordinator* coordinator);
+
+  grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* context,
+                                 const v1::JoinRequest* request,
+                                 v1::JoinResponse* response) override;
+  grpc::ServerReadReactor<v1::ParameterChunk>* UploadParameters(
+      grpc::CallbackServerContext* context, v1::UploadParametersResponse* response) override;
+  grpc::ServerWriteReactor<v1::ParameterChunk>* PullParameters(
+      grpc::CallbackServerContext* context, const v1::PullParametersRequest* request) override;
+  grpc::ServerBidiReactor<v1::PushChunk, v1::AggregateChunk>* Push(
+      grpc::CallbackServerContext* context) override;
+  grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* context,
+                                      const v1::GetStatusRequest* request,
+                                      v1::GetStatusResponse* response) override;
+
+  // Payload bytes received (pushes, uploads) and sent (aggregates, pulls).
+  uint64_t bytes_in() const { return bytes_in_.load(std::memory_order_relaxed); }
+  uint64_t bytes_out() const { return bytes_out_.load(std::memory_order_relaxed); }
+
+ private:
+  friend class UploadReactor;
+  friend class PullReactor;
+  friend class PushReactor;
+
+  Coordinator* const coordinator_;
+  std::atomic<uint64_t> bytes_in_{0};
+  std::atomic<uint64_t> bytes_out_{0};
+};
+
+}  // namespace regtopk
+
+#endif  // REGTOPK_SERVER_SERVICE_H_
