@@ -283,6 +283,11 @@ void Coordinator::Shutdown() {
   if (closer_.joinable() && closer_.get_id() != std::this_thread::get_id()) closer_.join();
 }
 
+void Coordinator::CountRejectedPush() {
+  absl::MutexLock lock(&mu_);
+  ++rejected_pushes_;
+}
+
 CoordinatorStatus Coordinator::GetStatus() {
   absl::MutexLock lock(&mu_);
   CoordinatorStatus s;
@@ -292,6 +297,7 @@ CoordinatorStatus Coordinator::GetStatus() {
   s.parameters_ready = !params_.empty();
   s.finished = options_.job.total_rounds != 0 && round_ >= options_.job.total_rounds;
   s.rejected_pushes = rejected_pushes_;
+  s.pushes_this_round = pushed_;
   s.last_round = last_round_;
   return s;
 }

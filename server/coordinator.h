@@ -68,6 +68,7 @@ struct CoordinatorStatus {
   bool parameters_ready = false;
   bool finished = false;
   uint64_t rejected_pushes = 0;
+  uint32_t pushes_this_round = 0;
   std::shared_ptr<const RoundResult> last_round;  // null before the first round closes
 };
 
@@ -108,6 +109,9 @@ class Coordinator {
   // Fails every waiting push with UNAVAILABLE and refuses new ones. Idempotent; blocks until
   // the round-closing thread has stopped.
   void Shutdown();
+
+  // Counts a push the service layer refused before handing it over (e.g. oversize).
+  void CountRejectedPush();
 
   CoordinatorStatus GetStatus();
   uint64_t dim() const;

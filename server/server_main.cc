@@ -15,6 +15,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "common/cli/flags.h"
 #include "common/wire/chunking.h"
 #include "common/wire/sparse_codec.h"
@@ -152,7 +153,9 @@ int Main() {
   }
   // Held pushes get UNAVAILABLE first; then gRPC drains whatever is still in flight.
   (*coordinator)->Shutdown();
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (auto* health = server->GetHealthCheckService()) health->Shutdown();
+  // Connected clients can hold this for the whole grace period; held pushes are already done.
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   return 0;
 }
 

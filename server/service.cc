@@ -68,6 +68,7 @@ grpc::ServerUnaryReactor* ParameterServerService::GetStatus(grpc::CallbackServer
   response->set_parameters_ready(s.parameters_ready);
   response->set_finished(s.finished);
   response->set_rejected_pushes(s.rejected_pushes);
+  response->set_pushes_this_round(s.pushes_this_round);
   response->set_bytes_in(bytes_in());
   response->set_bytes_out(bytes_out());
   if (s.last_round) {
@@ -275,7 +276,7 @@ class PushReactor final : public grpc::ServerBidiReactor<v1::PushChunk, v1::Aggr
     absl::Status s = service_->coordinator_->Push(worker_id_, round_, payload_, deliver);
     payload_.clear();
     payload_.shrink_to_fit();
-    if (!s.ok()) Done(ToGrpcStatus(s));
+    if (!s.ok() && shared_->claim.TryClaim()) Finish(ToGrpcStatus(s));  // counted there
   }
 
   void WriteNext() {
@@ -295,6 +296,9 @@ class PushReactor final : public grpc::ServerBidiReactor<v1::PushChunk, v1::Aggr
   }
 
   void Done(const grpc::Status& status) {
+    if (status.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+      service_->coordinator_->CountRejectedPush();  // refused here, before the coordinator
+    }
     if (shared_->claim.TryClaim()) Finish(status);
   }
   // For the party that already holds the claim (the delivery's write chain).

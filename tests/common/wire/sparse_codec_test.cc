@@ -1,0 +1,145 @@
+#include "common/wire/sparse_codec.h"
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <set>
+
+#include "common/wire/digest.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace regtopk {
+namespace {
+
+using ::testing::HasSubstr;
+
+SparseVector RandomSparse(size_t dim, size_t nnz, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::set<uint32_t> idx;
+  std::uniform_int_distribution<uint32_t> pick(0, dim - 1);
+  while (idx.size() < nnz) idx.insert(pick(rng));
+  std::normal_distribution<float> normal;
+  SparseVector v;
+  for (uint32_t i : idx) {
+    v.indices.push_back(i);
+    v.values.push_back(normal(rng));
+  }
+  return v;
+}
+
+TEST(SparseCodec, EveryFormatRoundTripsBitForBit) {
+  SparseVector v = RandomSparse(100000, 3000, 1);
+  v.values[7] = -0.0f;
+  v.values[8] = 1e-45f;  // denormal
+  for (SparseFormat f : {SparseFormat::kSparse, SparseFormat::kBitmap, SparseFormat::kDense}) {
+    std::string bytes;
+    EncodeSparse(v, 100000, f, &bytes);
+    EXPECT_EQ(bytes.size(), EncodedSize(v, 100000, f));
+    SparseVector out;
+    ASSERT_TRUE(DecodeSparse(bytes, 100000, 100000, &out).ok());
+    std::vector<float> a(100000), b(100000);
+    ScatterToDense(v, absl::MakeSpan(a));
+    ScatterToDense(out, absl::MakeSpan(b));
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), 4 * a.size()), 0);
+    if (f != SparseFormat::kDense) {
+      EXPECT_EQ(out.indices, v.indices);
+      EXPECT_EQ(std::memcmp(out.values.data(), v.values.data(), 4 * v.nnz()), 0);
+    }
+  }
+}
+
+TEST(SparseCodec, PicksTheSmallestEncoding) {
+  const size_t d = 1000000;
+  EXPECT_EQ(SmallestFormat(RandomSparse(d, 1000, 2), d), SparseFormat::kSparse);
+  EXPECT_EQ(SmallestFormat(RandomSparse(d, 200000, 3), d), SparseFormat::kBitmap);
+  SparseVector full = RandomSparse(1000, 1000, 4);
+  EXPECT_EQ(SmallestFormat(full, 1000), SparseFormat::kDense);
+  // Sparse at 0.1 % of 1 M: about 6.4 bytes per entry (a 2-byte gap + 4-byte value).
+  SparseVector v = RandomSparse(d, 1000, 5);
+  EXPECT_LT(EncodedSize(v, d, SparseFormat::kSparse), 7 * 1000 + 16);
+}
+
+TEST(SparseCodec, EmptyVectorRoundTrips) {
+  std::string bytes;
+  EncodeSparseSmallest(SparseVector{}, 10, &bytes);
+  SparseVector out{{1}, {1}};
+  ASSERT_TRUE(DecodeSparse(bytes, 10, 10, &out).ok());
+  EXPECT_EQ(out.nnz(), 0u);
+}
+
+absl::Status DecodeError(const std::string& bytes, size_t dim = 10, size_t max = 10) {
+  SparseVector out;
+  return DecodeSparse(bytes, dim, max, &out);
+}
+
+std::string Encode(const SparseVector& v, size_t dim, SparseFormat f) {
+  std::string s;
+  EncodeSparse(v, dim, f, &s);
+  return s;
+}
+
+TEST(SparseCodec, RejectsMalformedEncodings) {
+  const SparseVector v{{1, 4, 9}, {1, 2, 3}};
+  const std::string good = Encode(v, 10, SparseFormat::kSparse);
+  struct Case {
+    std::string bytes;
+    size_t dim, max;
+    const char* says;
+  } cases[] = {
+      {"", 10, 10, "truncated"},
+      {std::string("\x07\x0a\x00", 3), 10, 10, "unknown sparse encoding format 7"},
+      {good, 11, 10, "does not match the model's 11"},
+      {good, 10, 2, "more than the limit of 2"},
+      {good.substr(0, good.size() - 1), 10, 10, "truncated in its values"},
+      {good + "x", 10, 10, "trailing bytes"},
+      // Gaps that run past the dimension: 1, then +1+8 = 10 >= 10.
+      {std::string("\x01\x0a\x02\x01\x08", 5) + std::string(8, '\0'), 10, 10, "out of range"},
+      // Bitmap with a bit set beyond the dimension (bit 10 of a 10-vector).
+      {std::string("\x02\x0a\x01\x00\x04", 5) + std::string(4, '\0'), 10, 10, "beyond dimension"},
+      // Bitmap whose popcount disagrees with the entry count.
+      {std::string("\x02\x0a\x02\x01\x00", 5) + std::string(8, '\0'), 10, 10, "sets 1 bits"},
+      // Dense must hold exactly dim entries.
+      {std::string("\x03\x0a\x02", 3), 10, 10, "dense encoding must hold 10"},
+  };
+  for (const Case& c : cases) {
+    absl::Status s = DecodeError(c.bytes, c.dim, c.max);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.says;
+    EXPECT_THAT(std::string(s.message()), HasSubstr(c.says));
+  }
+}
+
+TEST(SparseCodec, RejectsNonFiniteValues) {
+  for (float bad : {NAN, INFINITY, -INFINITY}) {
+    const SparseVector v{{1, 4}, {1, bad}};
+    for (SparseFormat f : {SparseFormat::kSparse, SparseFormat::kBitmap, SparseFormat::kDense}) {
+      absl::Status s = DecodeError(Encode(v, 10, f));
+      EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_THAT(std::string(s.message()), HasSubstr("not finite"));
+    }
+  }
+}
+
+TEST(SparseCodec, UnsortedAndDuplicateIndicesAreUnrepresentable) {
+  // Gaps are idx[i] - idx[i-1] - 1 >= 0: every decodable sparse payload is strictly increasing.
+  const std::string bytes = std::string("\x01\x0a\x03\x05\x00\x00", 6) + std::string(12, '\0');
+  SparseVector out;
+  ASSERT_TRUE(DecodeSparse(bytes, 10, 10, &out).ok());
+  EXPECT_THAT(out.indices, ::testing::ElementsAre(5u, 6u, 7u));
+}
+
+TEST(Digest, DependsOnEveryBitAndOnLength) {
+  std::vector<float> v(1001, 1.0f);
+  const uint64_t base = DigestFloats(v);
+  EXPECT_EQ(base, DigestFloats(v));
+  for (size_t i : {0u, 500u, 999u, 1000u}) {
+    std::vector<float> w = v;
+    w[i] = std::nextafter(w[i], 2.0f);
+    EXPECT_NE(DigestFloats(w), base) << i;
+  }
+  v.push_back(0.0f);
+  EXPECT_NE(DigestFloats(v), base);
+}
+
+}  // namespace
+}  // namespace regtopk

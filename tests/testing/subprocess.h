@@ -1,0 +1,105 @@
+// Subprocess: runs a binary with arguments, stdout and stderr captured through pipes, for tests
+// that exercise the real executables. Not thread-safe; one thread drives an instance.
+#ifndef REGTOPK_TESTS_TESTING_SUBPROCESS_H_
+#define REGTOPK_TESTS_TESTING_SUBPROCESS_H_
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace regtopk {
+
+class Subprocess {
+ public:
+  Subprocess(const std::string& binary, const std::vector<std::string>& args) {
+    int out[2], err[2];
+    if (pipe(out) != 0 || pipe(err) != 0) return;
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(out[1], 1);
+      dup2(err[1], 2);
+      close(out[0]);
+      close(err[0]);
+      std::vector<char*> argv;
+      argv.push_back(const_cast<char*>(binary.c_str()));
+      for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      execv(binary.c_str(), argv.data());
+      _exit(127);
+    }
+    close(out[1]);
+    close(err[1]);
+    out_fd_ = out[0];
+    err_fd_ = err[0];
+  }
+  ~Subprocess() {
+    if (pid_ > 0 && !exited_) {
+      kill(pid_, SIGKILL);
+      Wait();
+    }
+    if (out_fd_ >= 0) close(out_fd_);
+    if (err_fd_ >= 0) close(err_fd_);
+  }
+
+  // Reads stdout until it holds `needle` or `timeout_ms` passes; returns whether it does.
+  bool WaitForStdout(const std::string& needle, int timeout_ms) {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (stdout_.find(needle) == std::string::npos) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          end - std::chrono::steady_clock::now()).count();
+      if (left <= 0 || !ReadSome(out_fd_, &stdout_, static_cast<int>(left))) return false;
+    }
+    return true;
+  }
+
+  void Signal(int sig) { kill(pid_, sig); }
+
+  // Waits for exit, draining both pipes; returns the exit code, or 128 + signal.
+  int Wait() {
+    if (exited_) return code_;
+    // Keep draining both pipes while waiting, so a chatty child never blocks on a full pipe.
+    int status = 0;
+    while (waitpid(pid_, &status, WNOHANG) == 0) {
+      const bool got = ReadSome(out_fd_, &stdout_, 20);
+      if (!ReadSome(err_fd_, &stderr_, 20) && !got) usleep(1000);
+    }
+    while (ReadSome(out_fd_, &stdout_, 100)) {
+    }
+    while (ReadSome(err_fd_, &stderr_, 100)) {
+    }
+    exited_ = true;
+    code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return code_;
+  }
+
+  const std::string& stdout_text() const { return stdout_; }
+  const std::string& stderr_text() const { return stderr_; }
+
+ private:
+  // Appends what is available within `timeout_ms`; false on EOF or timeout.
+  static bool ReadSome(int fd, std::string* into, int timeout_ms) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, timeout_ms) <= 0) return false;
+    char buf[4096];
+    const ssize_t n = read(fd, buf, sizeof(buf));
+    if (n <= 0) return false;
+    into->append(buf, n);
+    return true;
+  }
+
+  pid_t pid_ = -1;
+  int out_fd_ = -1, err_fd_ = -1;
+  bool exited_ = false;
+  int code_ = -1;
+  std::string stdout_, stderr_;
+};
+
+}  // namespace regtopk
+
+#endif  // REGTOPK_TESTS_TESTING_SUBPROCESS_H_

@@ -1,0 +1,190 @@
+#include <grpcpp/grpcpp.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/rpc/conversions.h"
+#include "common/wire/chunking.h"
+#include "regtopk/v1/parameter_server.grpc.pb.h"
+#include "worker/server_client.h"
+
+namespace regtopk {
+
+absl::Status GrpcClientOptions::Validate() const {
+  if (target.empty()) return absl::InvalidArgumentError("server address is empty");
+  if (rpc_timeout <= absl::ZeroDuration() || transfer_timeout <= absl::ZeroDuration() ||
+      push_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("client timeouts must be positive");
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+class GrpcServerClient final : public ServerClient {
+ public:
+  explicit GrpcServerClient(const GrpcClientOptions& options) : options_(options) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+    channel_ = grpc::CreateCustomChannel(options.target, grpc::InsecureChannelCredentials(), args);
+    stub_ = v1::ParameterServer::NewStub(channel_);
+  }
+
+  absl::StatusOr<JoinReply> Join(uint32_t worker_id, uint64_t num_samples, uint64_t dim,
+                                 uint64_t layout_digest) override {
+    grpc::ClientContext context;
+    SetDeadline(&context, options_.rpc_timeout);
+    v1::JoinRequest request;
+    request.set_worker_id(worker_id);
+    request.set_num_samples(num_samples);
+    request.set_dim(dim);
+    request.set_layout_digest(layout_digest);
+    v1::JoinResponse response;
+    grpc::Status s = stub_->Join(&context, request, &response);
+    if (!s.ok()) return Annotate("Join", s);
+    auto config = FromProto(response.config());
+    if (!config.ok()) return config.status();
+    JoinReply reply;
+    reply.config = *config;
+    reply.round = response.round();
+    reply.upload_parameters = response.upload_parameters();
+    if (response.weight_known()) reply.weight = response.weight();
+    return reply;
+  }
+
+  absl::Status UploadParameters(uint32_t worker_id, absl::Span<const float> values) override {
+    grpc::ClientContext context;
+    SetDeadline(&context, options_.transfer_timeout);
+    v1::UploadParametersResponse response;
+    auto writer = stub_->UploadParameters(&context, &response);
+    v1::ParameterChunk chunk;
+    chunk.set_worker_id(worker_id);
+    chunk.set_dim(values.size());
+    for (size_t offset = 0; offset < values.size();) {
+      const size_t n = std::min(kChunkBytes / 4, values.size() - offset);
+      chunk.set_offset(offset);
+      chunk.set_values(reinterpret_cast<const char*>(values.data() + offset), 4 * n);
+      if (!writer->Write(chunk)) break;  // the server finished early: Finish says why
+      offset += n;
+    }
+    writer->WritesDone();
+    grpc::Status s = writer->Finish();
+    if (!s.ok()) return Annotate("UploadParameters", s);
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<PulledParameters> PullParameters(uint32_t worker_id) override {
+    grpc::ClientContext context;
+    SetDeadline(&context, options_.transfer_timeout);
+    v1::PullParametersRequest request;
+    request.set_worker_id(worker_id);
+    auto reader = stub_->PullParameters(&context, request);
+    PulledParameters out;
+    v1::ParameterChunk chunk;
+    bool first = true;
+    absl::Status bad;
+    while (reader->Read(&chunk)) {
+      if (!bad.ok()) continue;  // drain
+      if (first) {
+        out.values.resize(chunk.dim());
+        out.round = chunk.round();
+        first = false;
+      }
+      const std::string& bytes = chunk.values();
+      if (chunk.dim() != out.values.size() || chunk.offset() > out.values.size() ||
+          bytes.size() % 4 != 0 || bytes.size() / 4 > out.values.size() - chunk.offset()) {
+        bad = absl::DataLossError("PullParameters: malformed chunk from the server");
+        context.TryCancel();
+        continue;
+      }
+      std::memcpy(out.values.data() + chunk.offset(), bytes.data(), bytes.size());
+      out.digest = chunk.digest();
+    }
+    grpc::Status s = reader->Finish();
+    if (!bad.ok()) return bad;
+    if (!s.ok()) return Annotate("PullParameters", s);
+    if (first) return absl::DataLossError("PullParameters: the server sent no parameters");
+    return out;
+  }
+
+  absl::StatusOr<PushReply> Push(uint32_t worker_id, uint64_t round,
+                                 absl::string_view encoded) override {
+    grpc::ClientContext context;
+    SetDeadline(&context, options_.push_timeout);
+    auto stream = stub_->Push(&context);
+    v1::PushChunk chunk;
+    chunk.set_worker_id(worker_id);
+    chunk.set_round(round);
+    chunk.set_total_bytes(encoded.size());
+    size_t offset = 0;
+    do {
+      const size_t n = std::min(kChunkBytes, encoded.size() - offset);
+      chunk.set_payload(encoded.data() + offset, n);
+      if (!stream->Write(chunk)) break;  // the server finished early: Finish says why
+      offset += n;
+    } while (offset < encoded.size());
+    stream->WritesDone();
+    PushReply reply;
+    reply.round = round;
+    v1::AggregateChunk in;
+    while (stream->Read(&in)) {
+      if (reply.encoded.empty()) reply.encoded.reserve(in.total_bytes());
+      reply.encoded.append(in.payload());
+      if (in.has_digest()) {
+        reply.has_digest = true;
+        reply.digest = in.digest();
+      }
+    }
+    grpc::Status s = stream->Finish();
+    if (!s.ok()) return Annotate(absl::StrCat("Push of round ", round), s);
+    return reply;
+  }
+
+  absl::StatusOr<ServerStatusInfo> GetStatus() override {
+    grpc::ClientContext context;
+    SetDeadline(&context, options_.rpc_timeout);
+    v1::GetStatusResponse r;
+    grpc::Status s = stub_->GetStatus(&context, v1::GetStatusRequest(), &r);
+    if (!s.ok()) return Annotate("GetStatus", s);
+    ServerStatusInfo info;
+    info.round = r.round();
+    info.workers_joined = r.workers_joined();
+    info.num_workers = r.num_workers();
+    info.pushes_this_round = r.pushes_this_round();
+    info.parameters_ready = r.parameters_ready();
+    info.finished = r.finished();
+    info.bytes_in = r.bytes_in();
+    info.bytes_out = r.bytes_out();
+    info.rejected_pushes = r.rejected_pushes();
+    info.last_round_nnz = r.last_round_nnz();
+    info.last_round_encoded_bytes = r.last_round_encoded_bytes();
+    return info;
+  }
+
+ private:
+  static void SetDeadline(grpc::ClientContext* context, absl::Duration timeout) {
+    context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  }
+
+  // Keeps the server's code and says which call to which server failed.
+  absl::Status Annotate(absl::string_view call, const grpc::Status& s) const {
+    absl::Status status = FromGrpcStatus(s);
+    return absl::Status(status.code(), absl::StrCat(call, " to ", options_.target, " failed (",
+                                                    absl::StatusCodeToString(status.code()),
+                                                    "): ", status.message()));
+  }
+
+  const GrpcClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::ParameterServer::Stub> stub_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ServerClient>> CreateGrpcServerClient(
+    const GrpcClientOptions& options) {
+  if (absl::Status s = options.Validate(); !s.ok()) return s;
+  return std::unique_ptr<ServerClient>(new GrpcServerClient(options));
+}
+
+}  // namespace regtopk
