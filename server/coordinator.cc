@@ -72,9 +72,19 @@ absl::StatusOr<JoinResult> Coordinator::Join(uint32_t worker_id, uint64_t num_sa
     return absl::InvalidArgumentError(absl::StrCat("model dimension ", dim,
                                                    " is not in [1, ", options_.max_dim, "]"));
   }
-  if (num_samples == 0) return absl::InvalidArgumentError("num_samples must be >= 1");
   absl::MutexLock lock(&mu_);
   if (shutting_down_) return absl::UnavailableError("server is shutting down");
+  if (num_samples == 0) {
+    // A probe: the job config for a worker that needs it before it can count its samples.
+    if (dim_ != 0 && (dim != dim_ || layout_digest != layout_digest_)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "worker ", worker_id, "'s model layout differs from the job's (dimension ", dim_, ")"));
+    }
+    JoinResult r;
+    r.config = options_.job;
+    r.round = round_;
+    return r;
+  }
   if (dim_ == 0) {
     dim_ = dim;
     layout_digest_ = layout_digest;

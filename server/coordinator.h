@@ -85,9 +85,10 @@ class Coordinator {
   Coordinator(const Coordinator&) = delete;
   Coordinator& operator=(const Coordinator&) = delete;
 
-  // Registers worker `worker_id` (idempotent for the same layout). INVALID_ARGUMENT: id out of
-  // range, dim 0 or above max_dim, num_samples 0. FAILED_PRECONDITION: layout (dim or digest)
-  // differs from the first worker's.
+  // Registers worker `worker_id` (idempotent for the same layout). num_samples == 0 is a probe:
+  // it returns the job config and registers nothing. INVALID_ARGUMENT: id out of range, dim 0
+  // or above max_dim. FAILED_PRECONDITION: layout (dim or digest) differs from the first
+  // worker's.
   absl::StatusOr<JoinResult> Join(uint32_t worker_id, uint64_t num_samples, uint64_t dim,
                                   uint64_t layout_digest);
 

@@ -8,6 +8,31 @@
 namespace regtopk {
 namespace {
 
+  // Cholesky solve of the (symmetric positive definite) normal equations, in float64.
+std::vector<double> SolveSpd(std::vector<double> a, std::vector<double> b, size_t d) {
+    for (size_t j = 0; j < d; ++j) {
+      double diag = a[j * d + j];
+      for (size_t l = 0; l < j; ++l) diag -= a[j * d + l] * a[j * d + l];
+      diag = std::sqrt(diag);
+      a[j * d + j] = diag;
+      for (size_t i = j + 1; i < d; ++i) {
+        double v = a[i * d + j];
+        for (size_t l = 0; l < j; ++l) v -= a[i * d + l] * a[j * d + l];
+        a[i * d + j] = v / diag;
+      }
+    }
+    for (size_t i = 0; i < d; ++i) {  // L z = b
+      for (size_t l = 0; l < i; ++l) b[i] -= a[i * d + l] * b[l];
+      b[i] /= a[i * d + i];
+    }
+    for (size_t i = d; i-- > 0;) {  // L^T x = z
+      for (size_t l = i + 1; l < d; ++l) b[i] -= a[l * d + i] * b[l];
+      b[i] /= a[i * d + i];
+    }
+    return b;
+  }
+
+
 class ToyProblem final : public Problem {
  public:
   size_t dim() const override { return 2; }
@@ -35,42 +60,12 @@ class ToyProblem final : public Problem {
 
 class LinRegProblem final : public Problem {
  public:
-  explicit LinRegProblem(const LinRegOptions& o) : o_(o) {
-    std::mt19937_64 rng(o.seed);
-    std::normal_distribution<double> normal(0.0, 1.0);
-    const size_t d = o.dim, m = o.samples_per_worker;
-    features_.resize(o.workers);
-    labels_.resize(o.workers);
-    std::vector<double> ata(d * d, 0.0), aty(d, 0.0);
-    for (int n = 0; n < o.workers; ++n) {
-      const double mean = std::sqrt(o.model_mean_variance) * normal(rng);
-      std::vector<double> truth(d);
-      for (double& t : truth) t = mean + normal(rng);
-      std::vector<float>& a = features_[n];
-      std::vector<float>& y = labels_[n];
-      a.resize(m * d);
-      y.resize(m);
-      for (size_t i = 0; i < m; ++i) {
-        double dot = 0;
-        for (size_t j = 0; j < d; ++j) {
-          a[i * d + j] = static_cast<float>(normal(rng));
-          dot += a[i * d + j] * truth[j];
-        }
-        y[i] = static_cast<float>(dot + std::sqrt(o.label_noise_variance) * normal(rng));
-      }
-      for (size_t i = 0; i < m; ++i) {
-        const float* row = &a[i * d];
-        for (size_t j = 0; j < d; ++j) {
-          aty[j] += row[j] * static_cast<double>(y[i]);
-          for (size_t l = 0; l < d; ++l) ata[j * d + l] += row[j] * static_cast<double>(row[l]);
-        }
-      }
-    }
-    optimum_ = SolveSpd(ata, aty, d);
-    std::uniform_real_distribution<double> uniform(-0.1, 0.1);
-    initial_.resize(d);
-    for (float& t : initial_) t = static_cast<float>(uniform(rng));
-  }
+  LinRegProblem(const LinRegOptions& o, LinRegData data)
+      : o_(o),
+        features_(std::move(data.features)),
+        labels_(std::move(data.labels)),
+        optimum_(std::move(data.optimum)),
+        initial_(std::move(data.initial)) {}
 
   size_t dim() const override { return o_.dim; }
   int workers() const override { return o_.workers; }
@@ -101,30 +96,6 @@ class LinRegProblem final : public Problem {
   std::vector<float> InitialTheta() const override { return initial_; }
 
  private:
-  // Cholesky solve of the (symmetric positive definite) normal equations, in float64.
-  static std::vector<double> SolveSpd(std::vector<double> a, std::vector<double> b, size_t d) {
-    for (size_t j = 0; j < d; ++j) {
-      double diag = a[j * d + j];
-      for (size_t l = 0; l < j; ++l) diag -= a[j * d + l] * a[j * d + l];
-      diag = std::sqrt(diag);
-      a[j * d + j] = diag;
-      for (size_t i = j + 1; i < d; ++i) {
-        double v = a[i * d + j];
-        for (size_t l = 0; l < j; ++l) v -= a[i * d + l] * a[j * d + l];
-        a[i * d + j] = v / diag;
-      }
-    }
-    for (size_t i = 0; i < d; ++i) {  // L z = b
-      for (size_t l = 0; l < i; ++l) b[i] -= a[i * d + l] * b[l];
-      b[i] /= a[i * d + i];
-    }
-    for (size_t i = d; i-- > 0;) {  // L^T x = z
-      for (size_t l = i + 1; l < d; ++l) b[i] -= a[l * d + i] * b[l];
-      b[i] /= a[i * d + i];
-    }
-    return b;
-  }
-
   const LinRegOptions o_;
   std::vector<std::vector<float>> features_;  // per worker, m x d row-major
   std::vector<std::vector<float>> labels_;
@@ -136,13 +107,54 @@ class LinRegProblem final : public Problem {
 
 std::unique_ptr<Problem> MakeToyProblem() { return std::make_unique<ToyProblem>(); }
 
-absl::StatusOr<std::unique_ptr<Problem>> MakeLinRegProblem(const LinRegOptions& options) {
-  if (options.workers <= 0 || options.dim == 0 || options.samples_per_worker == 0) {
+absl::StatusOr<LinRegData> MakeLinRegData(const LinRegOptions& o) {
+  if (o.workers <= 0 || o.dim == 0 || o.samples_per_worker == 0) {
     return absl::InvalidArgumentError(
-        absl::StrCat("linear regression needs workers, dim and samples > 0; got ",
-                     options.workers, ", ", options.dim, ", ", options.samples_per_worker));
+        absl::StrCat("linear regression needs workers, dim and samples > 0; got ", o.workers,
+                     ", ", o.dim, ", ", o.samples_per_worker));
   }
-  return std::unique_ptr<Problem>(new LinRegProblem(options));
+  LinRegData data;
+  std::mt19937_64 rng(o.seed);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  const size_t d = o.dim, m = o.samples_per_worker;
+  data.features.resize(o.workers);
+  data.labels.resize(o.workers);
+  std::vector<double> ata(d * d, 0.0), aty(d, 0.0);
+  for (int n = 0; n < o.workers; ++n) {
+    const double mean = std::sqrt(o.model_mean_variance) * normal(rng);
+    std::vector<double> truth(d);
+    for (double& t : truth) t = mean + normal(rng);
+    std::vector<float>& a = data.features[n];
+    std::vector<float>& y = data.labels[n];
+    a.resize(m * d);
+    y.resize(m);
+    for (size_t i = 0; i < m; ++i) {
+      double dot = 0;
+      for (size_t j = 0; j < d; ++j) {
+        a[i * d + j] = static_cast<float>(normal(rng));
+        dot += a[i * d + j] * truth[j];
+      }
+      y[i] = static_cast<float>(dot + std::sqrt(o.label_noise_variance) * normal(rng));
+    }
+    for (size_t i = 0; i < m; ++i) {
+      const float* row = &a[i * d];
+      for (size_t j = 0; j < d; ++j) {
+        aty[j] += row[j] * static_cast<double>(y[i]);
+        for (size_t l = 0; l < d; ++l) ata[j * d + l] += row[j] * static_cast<double>(row[l]);
+      }
+    }
+  }
+  data.optimum = SolveSpd(ata, aty, d);
+  std::uniform_real_distribution<double> uniform(-0.1, 0.1);
+  data.initial.resize(d);
+  for (float& t : data.initial) t = static_cast<float>(uniform(rng));
+  return data;
+}
+
+absl::StatusOr<std::unique_ptr<Problem>> MakeLinRegProblem(const LinRegOptions& options) {
+  auto data = MakeLinRegData(options);
+  if (!data.ok()) return data.status();
+  return std::unique_ptr<Problem>(new LinRegProblem(options, std::move(*data)));
 }
 
 }  // namespace regtopk

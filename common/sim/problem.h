@@ -43,6 +43,17 @@ struct LinRegOptions {
   uint64_t seed = 1;
 };
 
+// The generated data of the linear-regression problem, shared with the real workers so that
+// both train on exactly the same numbers.
+struct LinRegData {
+  std::vector<std::vector<float>> features;  // per worker, samples x dim, row-major
+  std::vector<std::vector<float>> labels;    // per worker
+  std::vector<double> optimum;               // pooled least-squares solution theta*
+  std::vector<float> initial;                // uniform(-0.1, 0.1)
+};
+// InvalidArgument for non-positive sizes.
+absl::StatusOr<LinRegData> MakeLinRegData(const LinRegOptions& options);
+
 // The paper's linear regression: worker n draws m_n ~ N(0, 5), its own true model
 // x_n = m_n * 1 + N(0, I), features N(0, 1), labels A_n x_n + N(0, 0.5). Gradient of the
 // worker's mean squared error (2/m) A^T (A theta - y), accumulated in float64. theta* is the

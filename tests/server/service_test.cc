@@ -247,6 +247,9 @@ TEST(ParameterServer, RefusesAMismatchedLayoutAndBadJoins) {
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("layout"));
   EXPECT_EQ(c->Join(2, 10, 100, 7).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(c->Join(1, 10, 0, 7).status().code(), absl::StatusCode::kInvalidArgument);
+  // A probe (0 samples) registers nothing.
+  ASSERT_TRUE(c->Join(1, 0, 100, 7).ok());
+  EXPECT_EQ(server.coordinator().GetStatus().workers_joined, 1u);
   // Upload of the wrong length, then a non-finite one, then a good one, then a second one.
   EXPECT_EQ(c->UploadParameters(0, std::vector<float>(99, 0.0f)).code(),
             absl::StatusCode::kFailedPrecondition);

@@ -1,0 +1,48 @@
+// RunWorker: a whole training worker. Loads its data, builds the model with LibTorch, joins the
+// server (which supplies the job config), and trains until the job's last round: forward and
+// backward on a local batch, flatten the gradient, and hand it to a WorkerSession (sparsify,
+// push, apply the aggregate). Blocking; the header is free of LibTorch.
+#ifndef REGTOPK_WORKER_TRAIN_TRAINER_H_
+#define REGTOPK_WORKER_TRAIN_TRAINER_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+
+namespace regtopk {
+
+struct TrainerOptions {
+  std::string server;         // host:port
+  uint32_t worker_id = 0;
+  // mlp, cnn, resnet18 (images); linear (linreg); logistic (toy).
+  std::string model = "mlp";
+  // fashion-mnist, cifar10, linreg (the paper's synthetic linear regression; one data set per
+  // worker), toy (the paper's 2-worker logistic regression).
+  std::string dataset = "fashion-mnist";
+  std::string data_dir = "/usr/share/datasets/fashion-mnist";
+  // iid, dirichlet:ALPHA, quantity[:RATIO] (ignored by the synthetic data sets).
+  std::string partition = "iid";
+  int batch_size = 64;        // ignored by the synthetic data sets (full batch)
+  std::string device = "auto";  // auto, cpu, cuda
+  int eval_every = 50;        // rounds between evaluations; 0 = only at the end
+  bool evaluate = false;      // evaluate on the test set (worker 0 by default in main)
+  size_t max_eval_examples = 0;  // 0 = the whole test set
+  std::string metrics_path;   // JSON lines, one per round; empty = none
+  uint64_t seed = 1;          // model initialisation and batch order
+  absl::Duration rpc_timeout = absl::Seconds(30);
+  absl::Duration push_timeout = absl::Minutes(10);
+  absl::Duration start_timeout = absl::Minutes(5);
+
+  // INVALID_ARGUMENT naming the bad field.
+  absl::Status Validate() const;
+};
+
+// Runs the worker to the end of the job. Errors name what failed: a missing or corrupt data
+// file, an unreachable server (within the deadlines), a refused join, a non-finite gradient.
+absl::Status RunWorker(const TrainerOptions& options);
+
+}  // namespace regtopk
+
+#endif  // REGTOPK_WORKER_TRAIN_TRAINER_H_

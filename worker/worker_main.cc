@@ -1,0 +1,77 @@
+// regtopk-worker: one training worker of a regtopk job.
+#include <iostream>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "common/cli/flags.h"
+#include "worker/train/trainer.h"
+
+ABSL_FLAG(std::string, server, "", "parameter server address, host:port (required)");
+ABSL_FLAG(int, worker_id, 0, "this worker's id, 0 .. workers-1");
+ABSL_FLAG(std::string, model, "mlp",
+          "mlp or cnn (28x28 images), resnet18 (32x32x3), linear (linreg), logistic (toy)");
+ABSL_FLAG(std::string, dataset, "fashion-mnist",
+          "fashion-mnist, cifar10, linreg (the paper's synthetic regression) or toy");
+ABSL_FLAG(std::string, data_dir, "/usr/share/datasets/fashion-mnist",
+          "folder with the data set's files (IDX .gz for fashion-mnist, .bin for cifar10)");
+ABSL_FLAG(std::string, partition, "iid",
+          "how the training set is split across workers: iid, dirichlet:ALPHA (label skew) or "
+          "quantity[:RATIO] (size skew, largest/smallest share)");
+ABSL_FLAG(int, batch_size, 64, "examples per local batch (synthetic data sets: full batch)");
+ABSL_FLAG(std::string, device, "auto", "auto (CUDA when available), cpu or cuda");
+ABSL_FLAG(int, eval_every, 50, "evaluate on the test set every N rounds (and at the end)");
+ABSL_FLAG(std::string, evaluate, "auto", "evaluate on the test set: auto (worker 0 only), yes, no");
+ABSL_FLAG(int, max_eval_examples, 0, "evaluate on at most this many test examples; 0 = all");
+ABSL_FLAG(std::string, metrics, "", "write one JSON line per round to this file");
+ABSL_FLAG(uint64_t, seed, 1, "seed of the model initialisation and the batch order");
+ABSL_FLAG(double, rpc_timeout_seconds, 30, "deadline of join/status calls, in seconds");
+ABSL_FLAG(double, push_timeout_seconds, 600,
+          "deadline of one round's push-and-wait, in seconds (covers the slowest worker)");
+ABSL_FLAG(double, start_timeout_seconds, 300,
+          "how long to wait for the other workers and the initial parameters, in seconds");
+
+int main(int argc, char** argv) {
+  constexpr char kProgram[] = "regtopk-worker";
+  regtopk::ParseFlagsOrExit(
+      argc, argv, kProgram,
+      "regtopk-worker: trains with LibTorch and exchanges sparsified gradients with a "
+      "regtopk-server.\nExample: regtopk-worker --server=10.0.0.1:50051 --worker-id=0 "
+      "--model=mlp --dataset=fashion-mnist --partition=dirichlet:0.5 --metrics=w0.jsonl");
+  regtopk::TrainerOptions o;
+  o.server = absl::GetFlag(FLAGS_server);
+  const int id = absl::GetFlag(FLAGS_worker_id);
+  if (id < 0) regtopk::FlagErrorExit(kProgram, "--worker-id must be >= 0");
+  o.worker_id = static_cast<uint32_t>(id);
+  o.model = absl::GetFlag(FLAGS_model);
+  o.dataset = absl::GetFlag(FLAGS_dataset);
+  o.data_dir = absl::GetFlag(FLAGS_data_dir);
+  o.partition = absl::GetFlag(FLAGS_partition);
+  o.batch_size = absl::GetFlag(FLAGS_batch_size);
+  o.device = absl::GetFlag(FLAGS_device);
+  o.eval_every = absl::GetFlag(FLAGS_eval_every);
+  const std::string evaluate = absl::GetFlag(FLAGS_evaluate);
+  if (evaluate != "auto" && evaluate != "yes" && evaluate != "no") {
+    regtopk::FlagErrorExit(kProgram, "--evaluate must be auto, yes or no");
+  }
+  o.evaluate = evaluate == "yes" || (evaluate == "auto" && id == 0);
+  const int max_eval = absl::GetFlag(FLAGS_max_eval_examples);
+  if (max_eval < 0) regtopk::FlagErrorExit(kProgram, "--max-eval-examples must be >= 0");
+  o.max_eval_examples = static_cast<size_t>(max_eval);
+  o.metrics_path = absl::GetFlag(FLAGS_metrics);
+  o.seed = absl::GetFlag(FLAGS_seed);
+  for (double t : {absl::GetFlag(FLAGS_rpc_timeout_seconds), absl::GetFlag(FLAGS_push_timeout_seconds),
+                   absl::GetFlag(FLAGS_start_timeout_seconds)}) {
+    if (!(t > 0)) regtopk::FlagErrorExit(kProgram, "timeouts must be > 0 seconds");
+  }
+  o.rpc_timeout = absl::Seconds(absl::GetFlag(FLAGS_rpc_timeout_seconds));
+  o.push_timeout = absl::Seconds(absl::GetFlag(FLAGS_push_timeout_seconds));
+  o.start_timeout = absl::Seconds(absl::GetFlag(FLAGS_start_timeout_seconds));
+  if (absl::Status s = o.Validate(); !s.ok()) regtopk::FlagErrorExit(kProgram, s.message());
+  absl::Status s = regtopk::RunWorker(o);
+  if (!s.ok()) {
+    std::cerr << kProgram << " " << id << ": " << s.message() << "\n";
+    return 1;
+  }
+  return 0;
+}
