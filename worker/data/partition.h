@@ -18,8 +18,9 @@ struct PartitionSpec {
   Kind kind = Kind::kIid;
   // kDirichlet: label-skew concentration (smaller = more skewed), > 0.
   double alpha = 0.5;
-  // kQuantity: largest share / smallest share (the paper's skew is at least 5), >= 1.
-  double ratio = 5.0;
+  // kQuantity: largest share / smallest share, >= 1. The default leaves room for rounding so
+  // that the realised skew is at least 5, as in the paper.
+  double ratio = 5.5;
 };
 
 // "iid", "dirichlet:ALPHA" or "quantity" / "quantity:RATIO". INVALID_ARGUMENT otherwise.

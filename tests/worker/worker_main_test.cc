@@ -1,0 +1,167 @@
+// The real binaries together: regtopk-server, regtopk-worker processes and regtopk-launch on
+// 127.0.0.1. This test binary itself links no LibTorch.
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/wire/digest.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/subprocess.h"
+#include "worker/server_client.h"
+
+namespace regtopk {
+namespace {
+
+using ::testing::HasSubstr;
+
+const std::string kBin = REGTOPK_BIN_DIR;
+const std::string kServer = kBin + "/regtopk-server";
+const std::string kWorker = kBin + "/regtopk-worker";
+const std::string kLaunch = kBin + "/regtopk-launch";
+
+std::string TempDir() {
+  static int counter = 0;
+  std::string dir = absl::StrCat(::testing::TempDir(), "/regtopk_worker_", getpid(), "_", counter++);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::vector<std::string> Lines(const std::string& path) {
+  std::vector<std::string> lines;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+double NumberField(const std::string& json, const std::string& key) {
+  std::smatch m;
+  if (!std::regex_search(json, m, std::regex("\"" + key + "\":\\s*([-+0-9.eE]+)"))) return NAN;
+  return std::stod(m[1].str());
+}
+
+std::string StartServer(Subprocess& server) {
+  if (!server.WaitForStdout("\n", 20000)) return "";
+  std::smatch m;
+  const std::string out = server.stdout_text();
+  if (!std::regex_search(out, m, std::regex("listening on [0-9.]+:([0-9]+)"))) return "";
+  return "127.0.0.1:" + m[1].str();
+}
+
+TEST(WorkerMain, LinearRegressionOverGrpcEndsWithEveryReplicaEqualToTheServer) {
+  const std::string dir = TempDir();
+  Subprocess server(kServer, {"--host=127.0.0.1", "--port=0", "--workers=3", "--algorithm=regtopk",
+                              "--density=0.6", "--mu=4", "--lr=0.01", "--rounds=150",
+                              "--digest-every=10", "--linger-seconds=120", "--log-every=0"});
+  const std::string address = StartServer(server);
+  ASSERT_FALSE(address.empty()) << server.stderr_text();
+  std::vector<std::unique_ptr<Subprocess>> workers;
+  for (int w = 0; w < 3; ++w) {
+    workers.push_back(std::make_unique<Subprocess>(
+        kWorker, std::vector<std::string>{absl::StrCat("--server=", address),
+                                          absl::StrCat("--worker-id=", w), "--dataset=linreg",
+                                          "--model=linear",
+                                          absl::StrCat("--metrics=", dir, "/w", w, ".jsonl")}));
+  }
+  for (auto& w : workers) ASSERT_EQ(w->Wait(), 0) << w->stderr_text();
+
+  GrpcClientOptions o;
+  o.target = address;
+  auto client = std::move(*CreateGrpcServerClient(o));
+  auto pulled = client->PullParameters(0);
+  ASSERT_TRUE(pulled.ok()) << pulled.status();
+  EXPECT_EQ(pulled->round, 150u);
+  const std::string server_digest = absl::StrFormat("%016x", DigestFloats(pulled->values));
+  for (int w = 0; w < 3; ++w) {
+    const auto lines = Lines(absl::StrCat(dir, "/w", w, ".jsonl"));
+    ASSERT_EQ(lines.size(), 150u);
+    EXPECT_LT(NumberField(lines.back(), "gap"), NumberField(lines.front(), "gap") / 100)
+        << "the loss decreases";
+    EXPECT_THAT(lines.back(), HasSubstr("\"param_digest\":\"" + server_digest + "\""))
+        << "worker " << w << "'s replica equals the server's parameters";
+    EXPECT_THAT(lines.back(), ::testing::Not(HasSubstr("resynced")));
+  }
+  server.Signal(SIGTERM);
+  EXPECT_EQ(server.Wait(), 0);
+}
+
+// The simulator's linear-regression result through the real system: N = 20 worker processes,
+// density 0.6, fewer rounds than the paper's 2500 (the full runs are in docs/REPRODUCTION.md).
+double LaunchLinReg(const std::string& algorithm) {
+  const std::string dir = TempDir();
+  Subprocess launch(kLaunch, {"--workers=20", "--dataset=linreg", "--model=linear",
+                              absl::StrCat("--algorithm=", algorithm), "--density=0.6", "--mu=4",
+                              "--lr=0.01", "--rounds=600", "--no-plots",
+                              absl::StrCat("--output=", dir)});
+  EXPECT_EQ(launch.Wait(), 0) << launch.stdout_text() << launch.stderr_text();
+  return NumberField(Slurp(dir + "/summary.json"), "final_gap");
+}
+
+TEST(WorkerMain, LinearRegressionRegTopKConvergesWhereTopKPlateaus) {
+  const double regtopk = LaunchLinReg("regtopk");
+  const double topk = LaunchLinReg("topk");
+  EXPECT_LT(std::log10(regtopk), -6) << regtopk;
+  EXPECT_GT(std::log10(topk), -4) << topk;
+}
+
+TEST(WorkerMain, BadDataDirFailsNamingTheFile) {
+  Subprocess w(kWorker, {"--server=127.0.0.1:1", "--data-dir=/nonexistent/fmnist"});
+  EXPECT_EQ(w.Wait(), 1);
+  EXPECT_THAT(w.stderr_text(), HasSubstr("/nonexistent/fmnist/train-images-idx3-ubyte.gz"));
+}
+
+TEST(WorkerMain, CorruptDataFileFailsNamingTheFile) {
+  const std::string dir = TempDir();
+  for (const char* name : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                           "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}) {
+    std::ofstream(dir + "/" + name) << "garbage, not gzip and not IDX";
+  }
+  Subprocess w(kWorker, {"--server=127.0.0.1:1", absl::StrCat("--data-dir=", dir)});
+  EXPECT_EQ(w.Wait(), 1);
+  EXPECT_THAT(w.stderr_text(), HasSubstr(dir + "/train-images-idx3-ubyte.gz"));
+  EXPECT_THAT(w.stderr_text(), HasSubstr("not an IDX file"));
+}
+
+TEST(WorkerMain, UnreachableServerFailsWithinTheDeadline) {
+  const absl::Time start = absl::Now();
+  Subprocess w(kWorker, {"--server=127.0.0.1:1", "--dataset=linreg", "--model=linear",
+                         "--rpc-timeout-seconds=3"});
+  EXPECT_EQ(w.Wait(), 1);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+  EXPECT_THAT(w.stderr_text(), HasSubstr("Join to 127.0.0.1:1 failed"));
+}
+
+TEST(WorkerMain, BadFlagsExitTwo) {
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"--server=x:1", "--device=tpu"},
+        std::vector<std::string>{"--server=x:1", "--partition=dirichlet:-1"},
+        std::vector<std::string>{"--batch-size=0", "--server=x:1"},
+        std::vector<std::string>{"--dataset=linreg"}}) {
+    Subprocess w(kWorker, args);
+    EXPECT_EQ(w.Wait(), 2) << args[0] << " " << w.stderr_text();
+  }
+}
+
+TEST(Launch, SaysWhichProcessFailed) {
+  const std::string dir = TempDir();
+  Subprocess launch(kLaunch, {"--workers=2", "--rounds=5", "--data-dir=/nonexistent",
+                              absl::StrCat("--output=", dir), "--no-plots"});
+  EXPECT_EQ(launch.Wait(), 1);
+  EXPECT_THAT(launch.stderr_text(), ::testing::ContainsRegex("worker [01] failed with exit code 1"));
+  EXPECT_THAT(launch.stderr_text(), HasSubstr("cannot open data file"));
+}
+
+}  // namespace
+}  // namespace regtopk
