@@ -40,22 +40,38 @@ class ToyProblem final : public Problem {
   size_t samples(int) const override { return 1; }
   void Gradient(int worker, absl::Span<const float> theta,
                 absl::Span<float> grad) const override {
-    const double x0 = worker == 0 ? 100.0 : -100.0, x1 = 1.0;
-    const double margin = theta[0] * x0 + theta[1] * x1;  // y = 1
-    const double s = 1.0 / (1.0 + std::exp(margin));       // sigmoid(-margin)
-    grad[0] = static_cast<float>(-s * x0);
-    grad[1] = static_cast<float>(-s * x1);
+    double g[2];
+    GradientImpl(worker, theta[0], theta[1], g);
+    grad[0] = static_cast<float>(g[0]);
+    grad[1] = static_cast<float>(g[1]);
+  }
+  void GradientF64(int worker, absl::Span<const double> theta,
+                   absl::Span<double> grad) const override {
+    GradientImpl(worker, theta[0], theta[1], grad.data());
   }
   std::string metric_name() const override { return "loss"; }
-  double Metric(absl::Span<const float> theta) const override {
+  double Metric(absl::Span<const float> theta) const override { return Loss(theta[0], theta[1]); }
+  double MetricF64(absl::Span<const double> theta) const override {
+    return Loss(theta[0], theta[1]);
+  }
+  std::vector<float> InitialTheta() const override { return {0.0f, 1.0f}; }
+
+ private:
+  static void GradientImpl(int worker, double t0, double t1, double* g) {
+    const double x0 = worker == 0 ? 100.0 : -100.0, x1 = 1.0;
+    const double margin = t0 * x0 + t1 * x1;          // y = 1
+    const double s = 1.0 / (1.0 + std::exp(margin));  // sigmoid(-margin)
+    g[0] = -s * x0;
+    g[1] = -s * x1;
+  }
+  static double Loss(double t0, double t1) {
     double sum = 0;
     for (double x0 : {100.0, -100.0}) {
-      const double margin = theta[0] * x0 + theta[1];
+      const double margin = t0 * x0 + t1;
       sum += margin > 0 ? std::log1p(std::exp(-margin)) : -margin + std::log1p(std::exp(margin));
     }
     return sum / 2;
   }
-  std::vector<float> InitialTheta() const override { return {0.0f, 1.0f}; }
 };
 
 class LinRegProblem final : public Problem {
@@ -72,20 +88,30 @@ class LinRegProblem final : public Problem {
   size_t samples(int) const override { return o_.samples_per_worker; }
   void Gradient(int worker, absl::Span<const float> theta,
                 absl::Span<float> grad) const override {
+    std::vector<double> t(theta.begin(), theta.end()), g(o_.dim);
+    GradientF64(worker, t, absl::MakeSpan(g));
+    for (size_t j = 0; j < o_.dim; ++j) grad[j] = static_cast<float>(g[j]);
+  }
+  void GradientF64(int worker, absl::Span<const double> theta,
+                   absl::Span<double> grad) const override {
     const size_t d = o_.dim, m = o_.samples_per_worker;
     const std::vector<float>& a = features_[worker];
     const std::vector<float>& y = labels_[worker];
-    std::vector<double> g(d, 0.0);
+    std::fill(grad.begin(), grad.end(), 0.0);
     for (size_t i = 0; i < m; ++i) {
       const float* row = &a[i * d];
       double r = -static_cast<double>(y[i]);
-      for (size_t j = 0; j < d; ++j) r += row[j] * static_cast<double>(theta[j]);
-      for (size_t j = 0; j < d; ++j) g[j] += row[j] * r;
+      for (size_t j = 0; j < d; ++j) r += row[j] * theta[j];
+      for (size_t j = 0; j < d; ++j) grad[j] += row[j] * r;
     }
-    for (size_t j = 0; j < d; ++j) grad[j] = static_cast<float>(2.0 * g[j] / m);
+    for (size_t j = 0; j < d; ++j) grad[j] = 2.0 * grad[j] / m;
   }
   std::string metric_name() const override { return "gap"; }
   double Metric(absl::Span<const float> theta) const override {
+    std::vector<double> t(theta.begin(), theta.end());
+    return MetricF64(t);
+  }
+  double MetricF64(absl::Span<const double> theta) const override {
     double gap = 0;
     for (size_t j = 0; j < o_.dim; ++j) {
       const double diff = theta[j] - optimum_[j];

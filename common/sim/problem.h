@@ -24,9 +24,13 @@ class Problem {
   virtual size_t samples(int worker) const = 0;
   // Writes worker `worker`'s full-batch gradient at `theta` into `grad` (both length dim()).
   virtual void Gradient(int worker, absl::Span<const float> theta, absl::Span<float> grad) const = 0;
+  // The same gradient with float64 parameters and result (for the precision study).
+  virtual void GradientF64(int worker, absl::Span<const double> theta,
+                           absl::Span<double> grad) const = 0;
   // The per-round metric: "loss" (toy) or "gap" = ||theta - theta*||^2 (linreg).
   virtual std::string metric_name() const = 0;
   virtual double Metric(absl::Span<const float> theta) const = 0;
+  virtual double MetricF64(absl::Span<const double> theta) const = 0;
   virtual std::vector<float> InitialTheta() const = 0;
 };
 

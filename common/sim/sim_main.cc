@@ -29,6 +29,12 @@ ABSL_FLAG(int, workers, -1, "workers (linreg only; default 20; the toy has exact
 ABSL_FLAG(double, lr, -1, "learning rate; default: the problem's (toy 0.9, linreg 0.01)");
 ABSL_FLAG(uint64_t, seed, 1, "seed of the data (linreg) and of every sparsifier");
 ABSL_FLAG(std::string, output, "", "write one JSON line per round to this file (- for stdout)");
+ABSL_FLAG(std::string, precision, "float32",
+          "float32 (the system's own code) or float64 (a plain reference implementation of the "
+          "same loop; dense, topk and regtopk only)");
+ABSL_FLAG(double, step_guard, 0,
+          "skip an aggregate whose squared norm is >= this many times the last applied one "
+          "(the authors' linear-regression safeguard); 0 = off");
 
 namespace regtopk {
 namespace {
@@ -55,6 +61,12 @@ int Main() {
   options.rounds = static_cast<int>(or_default(absl::GetFlag(FLAGS_rounds), toy ? 150 : 2500));
   options.sgd.lr = static_cast<float>(or_default(absl::GetFlag(FLAGS_lr), toy ? 0.9 : 0.01));
   options.seed = absl::GetFlag(FLAGS_seed);
+  options.step_guard = absl::GetFlag(FLAGS_step_guard);
+  if (!(options.step_guard >= 0)) return Fail("--step-guard must be >= 0");
+  const std::string precision = absl::GetFlag(FLAGS_precision);
+  if (precision != "float32" && precision != "float64") {
+    return Fail(absl::StrCat("--precision must be float32 or float64, got '", precision, "'"));
+  }
   const int workers = absl::GetFlag(FLAGS_workers);
 
   if (!(options.density > 0 && options.density <= 1)) {
@@ -91,12 +103,22 @@ int Main() {
   }
   const std::string metric = problem->metric_name();
   const absl::Time start = absl::Now();
-  auto records = RunSimulation(*problem, options, [&](const RoundRecord& r) {
+  auto write = [&](const RoundRecord& r) {
     if (out) {
-      *out << absl::StrFormat("{\"round\":%d,\"%s\":%.9g,\"nnz_sent\":%d,\"nnz_aggregate\":%d}\n",
-                              r.round, metric, r.metric, r.nnz_sent, r.nnz_aggregate);
+      *out << absl::StrFormat("{\"round\":%d,\"%s\":%.9g,\"nnz_sent\":%d,\"nnz_aggregate\":%d%s}\n",
+                              r.round, metric, r.metric, r.nnz_sent, r.nnz_aggregate,
+                              r.skipped ? ",\"skipped\":true" : "");
     }
-  });
+  };
+  absl::StatusOr<std::vector<RoundRecord>> records;
+  if (precision == "float64") {
+    records = RunReferenceSimulation<double>(*problem, options);
+    if (records.ok()) {
+      for (const RoundRecord& r : *records) write(r);
+    }
+  } else {
+    records = RunSimulation(*problem, options, write);
+  }
   if (!records.ok()) return Fail(std::string(records.status().message()));
   if (out) out->flush();
   if (file.is_open() && !file) return Fail(absl::StrCat("writing '", output, "' failed"));
@@ -122,11 +144,11 @@ int Main() {
   so.density = options.density;
   {
     std::cout << absl::StrFormat(
-        "%-8s %-8s %8s %6s %5s %7s %14s %22s %8s\n", "problem", "algo", "density", "k", "mu",
+        "%-8s %-8s %-8s %8s %6s %5s %7s %14s %22s %8s\n", "problem", "algo", "precision", "density", "k", "mu",
         "rounds", absl::StrCat("final ", metric), absl::StrCat("median log10 ", metric, " (last 100)"),
         "seconds");
-    std::cout << absl::StrFormat("%-8s %-8s %8g %6d %5g %7d %14.6g %22.3f %8.2f\n", problem_name,
-                                 AlgorithmName(options.algorithm), options.density, so.k(),
+    std::cout << absl::StrFormat("%-8s %-8s %-8s %8g %6d %5g %7d %14.6g %22.3f %8.2f\n", problem_name,
+                                 AlgorithmName(options.algorithm), precision, options.density, so.k(),
                                  options.mu, options.rounds, final_metric, median, seconds);
   }
   return 0;

@@ -29,6 +29,9 @@ struct SimulationOptions {
   uint64_t seed = 1;
   // Aggregation weights proportional to local sample counts instead of 1/N.
   bool weight_by_samples = false;
+  // The authors' linear-regression safeguard: skip (do not apply) an aggregate whose squared
+  // norm is at least step_guard times the last applied one's. 0 = off.
+  double step_guard = 0;
 };
 
 struct RoundRecord {
@@ -36,7 +39,12 @@ struct RoundRecord {
   double metric;    // problem->Metric() after this round's update
   size_t nnz_sent;  // entries sent by all workers together
   size_t nnz_aggregate;
+  bool skipped = false;  // the step guard rejected this round's aggregate
 };
+
+// The step guard's decision: true if `squared_norm` must be rejected given the last applied
+// one (`last_applied` < 0: none yet).
+bool StepGuardRejects(double step_guard, double squared_norm, double last_applied);
 
 // Runs `options.rounds` rounds of: every worker computes its gradient at the shared parameters,
 // compresses it, the server aggregates and steps, every worker observes the aggregate.
@@ -45,6 +53,14 @@ struct RoundRecord {
 absl::StatusOr<std::vector<RoundRecord>> RunSimulation(
     const Problem& problem, const SimulationOptions& options,
     const std::function<void(const RoundRecord&)>& on_round);
+
+// A plain reference implementation of the same loop in precision T (float or double): full
+// stable sort for the selection, dense buffers, the DESIGN.md formulas written out. Supports
+// kDense, kTopK and kRegTopK with uniform weights and plain SGD. With T = float it must produce
+// exactly RunSimulation's trajectory (a test checks this); T = double is the precision study.
+template <typename T>
+absl::StatusOr<std::vector<RoundRecord>> RunReferenceSimulation(const Problem& problem,
+                                                                const SimulationOptions& options);
 
 }  // namespace regtopk
 
