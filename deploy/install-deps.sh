@@ -13,6 +13,8 @@ packages=(
   libtorch-dev libopenblas0-openmp zlib1g-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev googletest libbenchmark-dev
+  # metrics endpoint; compose-file validation in the tests
+  libcpp-httplib-dev docker-compose
   # data and plots
   dataset-fashion-mnist python3-matplotlib
 )

@@ -102,6 +102,11 @@ absl::StatusOr<JoinResult> Coordinator::Join(uint32_t worker_id, uint64_t num_sa
   }
   joined_[worker_id] = true;
   num_samples_[worker_id] = num_samples;
+  if (options_.metrics) {
+    double joined = 0;
+    for (bool j : joined_) joined += j;
+    options_.metrics->workers_joined->Set(joined);
+  }
   ComputeWeightsLocked();
   JoinResult r;
   r.config = options_.job;
@@ -152,12 +157,19 @@ absl::Status Coordinator::Push(uint32_t worker_id, uint64_t round, absl::string_
                                PushCallback done) {
   // State checks, then the (lock-free) decode, then the same checks again before recording:
   // another push of the same worker may have raced in meanwhile.
+  // Each failed check names its metrics reason.
+  const char* reason = "";
   auto check = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
-    if (shutting_down_) return absl::UnavailableError("server is shutting down");
+    if (shutting_down_) {
+      reason = "shutting_down";
+      return absl::UnavailableError("server is shutting down");
+    }
+    reason = "unknown_worker";
     if (worker_id >= joined_.size() || !joined_[worker_id]) {
       return absl::FailedPreconditionError(absl::StrCat("unknown worker ", worker_id,
                                                         ": join before pushing"));
     }
+    reason = "not_ready";
     if (params_.empty()) {
       return absl::FailedPreconditionError("no parameters yet: waiting for the first upload");
     }
@@ -165,42 +177,49 @@ absl::Status Coordinator::Push(uint32_t worker_id, uint64_t round, absl::string_
       return absl::FailedPreconditionError(
           "aggregation weights are not known until every worker has joined");
     }
+    reason = "finished";
     const uint64_t total = options_.job.total_rounds;
     if (total != 0 && round_ >= total) {
       return absl::FailedPreconditionError(absl::StrCat("the job finished after ", total,
                                                         " rounds"));
     }
+    reason = "wrong_round";
     if (round != round_) {
       return absl::FailedPreconditionError(absl::StrCat(
           "worker ", worker_id, " pushed round ", round, " but the server is collecting round ",
           round_));
     }
+    reason = "duplicate";
     if (pushes_[worker_id].has_value()) {
       return absl::FailedPreconditionError(
           absl::StrCat("worker ", worker_id, " already pushed round ", round));
     }
     return absl::OkStatus();
   };
+  auto reject = [&](absl::Status s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    ++rejected_pushes_;
+    if (options_.metrics) options_.metrics->Rejected(reason)->Add();
+    return s;
+  };
   uint64_t dim;
   {
     absl::MutexLock lock(&mu_);
-    if (absl::Status s = check(); !s.ok()) {
-      ++rejected_pushes_;
-      return s;
-    }
+    if (absl::Status s = check(); !s.ok()) return reject(s);
     dim = dim_;
   }
   SparseVector grad;
   absl::Status decoded = DecodeSparse(encoded, dim, options_.job.MaxEntries(dim), &grad);
   absl::MutexLock lock(&mu_);
   if (!decoded.ok()) {
-    ++rejected_pushes_;
-    return absl::InvalidArgumentError(absl::StrCat("worker ", worker_id, " round ", round,
-                                                   ": ", decoded.message()));
+    reason = "malformed";
+    return reject(absl::InvalidArgumentError(
+        absl::StrCat("worker ", worker_id, " round ", round, ": ", decoded.message())));
   }
-  if (absl::Status s = check(); !s.ok()) {
-    ++rejected_pushes_;
-    return s;
+  if (absl::Status s = check(); !s.ok()) return reject(s);
+  if (ServerMetrics* m = options_.metrics) {
+    m->push_bytes->Add(encoded.size());
+    m->push_dense_equivalent_bytes->Add(4.0 * dim);
+    m->upstream_compression->Set(m->push_dense_equivalent_bytes->value() / m->push_bytes->value());
   }
   pushes_[worker_id] = std::move(grad);
   callbacks_[worker_id] = std::move(done);
@@ -270,6 +289,20 @@ void Coordinator::CloserLoop() {
       ++round_;
       last_round_ = shared;
     }
+    if (ServerMetrics* m = options_.metrics) {
+      const absl::Time now = absl::Now();
+      m->rounds->Add();
+      m->round_seconds->Observe(absl::ToDoubleSeconds(now - last_close_));
+      last_close_ = now;
+      m->aggregate_seconds->Add(shared->aggregate_seconds);
+      m->optimizer_seconds->Add(shared->step_seconds);
+      m->encode_seconds->Add(shared->encode_seconds);
+      m->aggregate_bytes_sent->Add(static_cast<double>(shared->encoded.size()) * n);
+      m->aggregate_dense_equivalent_bytes->Add(4.0 * dim * n);
+      m->downstream_compression->Set(m->aggregate_dense_equivalent_bytes->value() /
+                                     m->aggregate_bytes_sent->value());
+      m->current_round->Set(static_cast<double>(round + 1));
+    }
     for (PushCallback& cb : callbacks) cb(shared);
     if (options_.on_round_closed) options_.on_round_closed(*shared);
   }
@@ -293,9 +326,10 @@ void Coordinator::Shutdown() {
   if (closer_.joinable() && closer_.get_id() != std::this_thread::get_id()) closer_.join();
 }
 
-void Coordinator::CountRejectedPush() {
+void Coordinator::CountRejectedPush(const std::string& reason) {
   absl::MutexLock lock(&mu_);
   ++rejected_pushes_;
+  if (options_.metrics) options_.metrics->Rejected(reason)->Add();
 }
 
 CoordinatorStatus Coordinator::GetStatus() {

@@ -20,9 +20,11 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "common/job_config.h"
 #include "common/optim/sgd.h"
 #include "common/sparse/sparse_vector.h"
+#include "server/server_metrics.h"
 
 namespace regtopk {
 
@@ -32,6 +34,8 @@ struct CoordinatorOptions {
   uint64_t max_dim = uint64_t{1} << 31;
   // Send every aggregate in the dense encoding (the benchmark's baseline); lossless either way.
   bool force_dense_aggregate = false;
+  // Borrowed, may be null; must outlive the coordinator.
+  ServerMetrics* metrics = nullptr;
   // Called (from the coordinator's thread, outside locks) after each round closes; may be empty.
   std::function<void(const struct RoundResult&)> on_round_closed;
 
@@ -111,8 +115,12 @@ class Coordinator {
   // the round-closing thread has stopped.
   void Shutdown();
 
-  // Counts a push the service layer refused before handing it over (e.g. oversize).
-  void CountRejectedPush();
+  // Counts a push the service layer refused before handing it over, with its metrics reason
+  // ("oversize", "malformed").
+  void CountRejectedPush(const std::string& reason);
+
+  // Null when the coordinator was created without metrics.
+  ServerMetrics* metrics() const { return options_.metrics; }
 
   CoordinatorStatus GetStatus();
   uint64_t dim() const;
@@ -145,6 +153,7 @@ class Coordinator {
   uint64_t rejected_pushes_ ABSL_GUARDED_BY(mu_) = 0;
 
   std::thread closer_;
+  absl::Time last_close_ = absl::Now();  // used only by the closer thread
 };
 
 }  // namespace regtopk

@@ -19,6 +19,7 @@
 #include "common/cli/flags.h"
 #include "common/wire/chunking.h"
 #include "common/wire/sparse_codec.h"
+#include "common/metrics/http_exporter.h"
 #include "server/coordinator.h"
 #include "server/service.h"
 
@@ -41,6 +42,9 @@ ABSL_FLAG(uint64_t, seed, 1, "seed handed to the workers' sparsifiers (worker n:
 ABSL_FLAG(bool, force_dense_aggregate, false,
           "always send the aggregate dense (a baseline for benchmarks; still lossless)");
 ABSL_FLAG(int, log_every, 1, "log one line every N closed rounds; 0 = never");
+ABSL_FLAG(int, metrics_port, -1,
+          "serve Prometheus metrics on http://HOST:PORT/metrics; 0 picks a free port (printed "
+          "on stdout); -1 = off");
 ABSL_FLAG(double, linger_seconds, 2.0,
           "after the last round (--rounds > 0), keep serving this long, then exit 0");
 
@@ -84,8 +88,14 @@ JobConfig JobFromFlags() {
 int Main() {
   const int port = absl::GetFlag(FLAGS_port);
   if (port < 0 || port > 65535) FlagErrorExit(kProgram, absl::StrCat("--port must be in [0, 65535]"));
+  if (absl::GetFlag(FLAGS_metrics_port) < -1 || absl::GetFlag(FLAGS_metrics_port) > 65535) {
+    FlagErrorExit(kProgram, "--metrics-port must be -1 (off) or in [0, 65535]");
+  }
   CoordinatorOptions options;
   options.job = JobFromFlags();
+  MetricsRegistry registry;
+  ServerMetrics metrics(&registry);
+  options.metrics = &metrics;
   options.force_dense_aggregate = absl::GetFlag(FLAGS_force_dense_aggregate);
   const int log_every = absl::GetFlag(FLAGS_log_every);
   const uint64_t total_rounds = options.job.total_rounds;
@@ -131,6 +141,19 @@ int Main() {
   }
   std::cout << "regtopk-server listening on " << absl::GetFlag(FLAGS_host) << ":" << selected_port
             << std::endl;
+  std::unique_ptr<MetricsHttpExporter> exporter;
+  if (const int metrics_port = absl::GetFlag(FLAGS_metrics_port); metrics_port >= 0) {
+    auto e = MetricsHttpExporter::Start(absl::GetFlag(FLAGS_host), metrics_port, &registry);
+    if (!e.ok()) {
+      std::cerr << kProgram << ": " << e.status().message() << "\n";
+      (*coordinator)->Shutdown();
+      server->Shutdown();
+      return 1;
+    }
+    exporter = std::move(*e);
+    std::cout << "regtopk-server metrics on http://" << absl::GetFlag(FLAGS_host) << ":"
+              << exporter->port() << "/metrics" << std::endl;
+  }
 
   const double linger = absl::GetFlag(FLAGS_linger_seconds);
   auto finished_at = std::chrono::steady_clock::time_point::max();

@@ -39,6 +39,16 @@ class FinishClaim {
 ParameterServerService::ParameterServerService(Coordinator* coordinator)
     : coordinator_(coordinator) {}
 
+void ParameterServerService::AddBytesIn(size_t n) {
+  bytes_in_.fetch_add(n, std::memory_order_relaxed);
+  if (ServerMetrics* m = coordinator_->metrics()) m->bytes_received->Add(static_cast<double>(n));
+}
+
+void ParameterServerService::AddBytesOut(size_t n) {
+  bytes_out_.fetch_add(n, std::memory_order_relaxed);
+  if (ServerMetrics* m = coordinator_->metrics()) m->bytes_sent->Add(static_cast<double>(n));
+}
+
 grpc::ServerUnaryReactor* ParameterServerService::Join(grpc::CallbackServerContext* context,
                                                        const v1::JoinRequest* request,
                                                        v1::JoinResponse* response) {
@@ -100,7 +110,7 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::ParameterChunk> {
       return Done(ToGrpcStatus(
           service_->coordinator_->UploadParameters(worker_id_, std::move(values_))));
     }
-    service_->bytes_in_.fetch_add(chunk_.values().size(), std::memory_order_relaxed);
+    service_->AddBytesIn(chunk_.values().size());
     if (!started_) {
       started_ = true;
       worker_id_ = chunk_.worker_id();
@@ -187,7 +197,7 @@ class PullReactor final : public grpc::ServerWriteReactor<v1::ParameterChunk> {
     chunk_.set_values(reinterpret_cast<const char*>(snapshot_.values.data() + offset_), 4 * n);
     offset_ += n;
     if (offset_ == dim) chunk_.set_digest(snapshot_.digest);
-    service_->bytes_out_.fetch_add(4 * n, std::memory_order_relaxed);
+    service_->AddBytesOut(4 * n);
     StartWrite(&chunk_);
   }
   void Done(const grpc::Status& status) {
@@ -216,7 +226,7 @@ class PushReactor final : public grpc::ServerBidiReactor<v1::PushChunk, v1::Aggr
 
   void OnReadDone(bool ok) override {
     if (!ok) return Submit();
-    service_->bytes_in_.fetch_add(in_.payload().size(), std::memory_order_relaxed);
+    service_->AddBytesIn(in_.payload().size());
     if (!started_) {
       started_ = true;
       worker_id_ = in_.worker_id();
@@ -291,13 +301,16 @@ class PushReactor final : public grpc::ServerBidiReactor<v1::PushChunk, v1::Aggr
       out_.set_has_digest(true);
       out_.set_digest(result_->digest);
     }
-    service_->bytes_out_.fetch_add(n, std::memory_order_relaxed);
+    service_->AddBytesOut(n);
     StartWrite(&out_);
   }
 
   void Done(const grpc::Status& status) {
     if (status.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
-      service_->coordinator_->CountRejectedPush();  // refused here, before the coordinator
+      // Refused here, before the coordinator saw it.
+      service_->coordinator_->CountRejectedPush(
+          status.error_message().find("exceeds the limit") != std::string::npos ? "oversize"
+                                                                                : "malformed");
     }
     if (shared_->claim.TryClaim()) Finish(status);
   }

@@ -35,6 +35,9 @@ class ParameterServerService final : public v1::ParameterServer::CallbackService
   uint64_t bytes_out() const { return bytes_out_.load(std::memory_order_relaxed); }
 
  private:
+  void AddBytesIn(size_t n);
+  void AddBytesOut(size_t n);
+
   friend class UploadReactor;
   friend class PullReactor;
   friend class PushReactor;

@@ -24,6 +24,9 @@ ABSL_FLAG(int, eval_every, 50, "evaluate on the test set every N rounds (and at 
 ABSL_FLAG(std::string, evaluate, "auto", "evaluate on the test set: auto (worker 0 only), yes, no");
 ABSL_FLAG(int, max_eval_examples, 0, "evaluate on at most this many test examples; 0 = all");
 ABSL_FLAG(std::string, metrics, "", "write one JSON line per round to this file");
+ABSL_FLAG(int, metrics_port, -1,
+          "serve Prometheus metrics on http://0.0.0.0:PORT/metrics; 0 = a free port (printed on "
+          "stderr); -1 = off");
 ABSL_FLAG(uint64_t, seed, 1, "seed of the model initialisation and the batch order");
 ABSL_FLAG(double, rpc_timeout_seconds, 30, "deadline of join/status calls, in seconds");
 ABSL_FLAG(double, push_timeout_seconds, 600,
@@ -59,6 +62,10 @@ int main(int argc, char** argv) {
   if (max_eval < 0) regtopk::FlagErrorExit(kProgram, "--max-eval-examples must be >= 0");
   o.max_eval_examples = static_cast<size_t>(max_eval);
   o.metrics_path = absl::GetFlag(FLAGS_metrics);
+  o.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  if (o.metrics_port < -1 || o.metrics_port > 65535) {
+    regtopk::FlagErrorExit(kProgram, "--metrics-port must be -1 (off) or in [0, 65535]");
+  }
   o.seed = absl::GetFlag(FLAGS_seed);
   for (double t : {absl::GetFlag(FLAGS_rpc_timeout_seconds), absl::GetFlag(FLAGS_push_timeout_seconds),
                    absl::GetFlag(FLAGS_start_timeout_seconds)}) {

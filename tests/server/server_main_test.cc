@@ -1,7 +1,11 @@
 // The regtopk-server binary: flags, signals, and a held round ended cleanly by SIGTERM.
 #include <signal.h>
 
+#include <httplib.h>
+
+#include <map>
 #include <regex>
+#include <sstream>
 #include <thread>
 
 #include "common/wire/sparse_codec.h"
@@ -103,6 +107,72 @@ TEST(ServerMain, ExitsZeroAfterTheLastRound) {
   EXPECT_EQ(server.Wait(), 0);
   EXPECT_THAT(server.stderr_text(), HasSubstr("round 1 closed"));
   EXPECT_THAT(server.stderr_text(), HasSubstr("job finished after 2 rounds"));
+}
+
+// Parses Prometheus text format strictly enough to catch a malformed exposition; returns
+// "name{labels}" -> value.
+std::map<std::string, double> ParsePrometheus(const std::string& text) {
+  std::map<std::string, double> values;
+  std::istringstream in(text);
+  const std::regex sample(R"(^([a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-z_]+="[^"]*"\})?) ([-+]?[0-9.eE+-]+|\+Inf|NaN)$)");
+  const std::regex comment(R"(^# (HELP|TYPE) [a-zA-Z_:][a-zA-Z0-9_:]* .+$)");
+  for (std::string line; std::getline(in, line);) {
+    std::smatch m;
+    if (std::regex_match(line, m, sample)) {
+      values[m[1].str()] = m[3].str() == "+Inf" ? INFINITY : std::stod(m[3].str());
+    } else {
+      EXPECT_TRUE(std::regex_match(line, comment)) << "not Prometheus text format: " << line;
+    }
+  }
+  return values;
+}
+
+TEST(ServerMain, MetricsCountRoundsBytesAndRejections) {
+  Subprocess server(kServer, {"--host=127.0.0.1", "--port=0", "--metrics-port=0", "--workers=1",
+                              "--algorithm=topk", "--density=0.5"});
+  const std::string address = StartServer(server);
+  ASSERT_FALSE(address.empty());
+  ASSERT_TRUE(server.WaitForStdout("/metrics\n", 5000));
+  std::smatch m;
+  const std::string out = server.stdout_text();
+  ASSERT_TRUE(std::regex_search(out, m, std::regex("metrics on http://[0-9.]+:([0-9]+)/metrics")));
+  const int metrics_port = std::stoi(m[1].str());
+
+  GrpcClientOptions o;
+  o.target = address;
+  auto client = std::move(*CreateGrpcServerClient(o));
+  ASSERT_TRUE(client->Join(0, 1, 10, 5).ok());
+  ASSERT_TRUE(client->UploadParameters(0, std::vector<float>(10, 0.0f)).ok());
+  std::string payload;
+  EncodeSparseSmallest(SparseVector{{1, 3, 5, 7, 9}, {1, 2, 3, 4, 5}}, 10, &payload);
+  for (int round = 0; round < 3; ++round) ASSERT_TRUE(client->Push(0, round, payload).ok());
+  EXPECT_FALSE(client->Push(0, 7, payload).ok());                 // wrong round
+  EXPECT_FALSE(client->Push(0, 3, std::string(5, '\x09')).ok());  // malformed
+
+  httplib::Client http("127.0.0.1", metrics_port);
+  auto res = http.Get("/metrics");
+  ASSERT_TRUE(res) << "no answer from the metrics endpoint";
+  EXPECT_EQ(res->status, 200);
+  EXPECT_THAT(res->get_header_value("Content-Type"), HasSubstr("text/plain"));
+  auto values = ParsePrometheus(res->body);
+  auto status = client->GetStatus();
+  ASSERT_TRUE(status.ok());
+  EXPECT_EQ(values["regtopk_rounds_total"], 3);
+  EXPECT_EQ(values["regtopk_round"], 3);
+  EXPECT_EQ(values["regtopk_workers_joined"], 1);
+  EXPECT_EQ(values["regtopk_received_bytes_total"], status->bytes_in);
+  EXPECT_EQ(values["regtopk_sent_bytes_total"], status->bytes_out);
+  EXPECT_EQ(values["regtopk_push_bytes_total"], 3 * payload.size());
+  EXPECT_EQ(values["regtopk_push_dense_equivalent_bytes_total"], 3 * 40);
+  EXPECT_DOUBLE_EQ(values["regtopk_upstream_compression_ratio"], 120.0 / (3 * payload.size()));
+  EXPECT_EQ(values["regtopk_round_duration_seconds_count"], 3);
+  EXPECT_EQ(values["regtopk_round_duration_seconds_bucket{le=\"+Inf\"}"], 3);
+  EXPECT_EQ(values["regtopk_rejected_pushes_total{reason=\"wrong_round\"}"], 1);
+  EXPECT_EQ(values["regtopk_rejected_pushes_total{reason=\"malformed\"}"], 1);
+  EXPECT_EQ(values["regtopk_rejected_pushes_total{reason=\"duplicate\"}"], 0);
+  EXPECT_GT(values["regtopk_aggregate_seconds_total"], 0);
+  server.Signal(SIGTERM);
+  EXPECT_EQ(server.Wait(), 0);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <iostream>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -16,6 +17,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/metrics/http_exporter.h"
+#include "common/metrics/registry.h"
 #include "common/sim/problem.h"
 #include "common/status/status_macros.h"
 #include "common/wire/digest.h"
@@ -118,6 +121,35 @@ absl::Status RunWorker(const TrainerOptions& o) {
       return absl::InvalidArgumentError(
           absl::StrCat("cannot open --metrics file '", o.metrics_path, "' for writing"));
     }
+  }
+
+  MetricsRegistry registry;
+  Counter* m_rounds = registry.AddCounter("regtopk_worker_rounds_total", "Rounds completed.");
+  Counter* m_pushed = registry.AddCounter("regtopk_worker_pushed_bytes_total",
+                                          "Encoded gradient bytes pushed.");
+  Counter* m_received = registry.AddCounter("regtopk_worker_received_bytes_total",
+                                            "Encoded aggregate bytes received.");
+  Counter* m_dense = registry.AddCounter("regtopk_worker_dense_equivalent_bytes_total",
+                                         "Bytes the pushes would have taken dense.");
+  Gauge* m_ratio = registry.AddGauge("regtopk_worker_upstream_compression_ratio",
+                                     "Dense-equivalent bytes over pushed bytes, cumulative.");
+  Counter* m_compute = registry.AddCounter("regtopk_worker_compute_seconds_total",
+                                           "Forward, backward and parameter copies.");
+  Counter* m_sparsify = registry.AddCounter("regtopk_worker_sparsify_seconds_total",
+                                            "Selection (sparsification) and encoding.");
+  Counter* m_communicate = registry.AddCounter(
+      "regtopk_worker_communicate_seconds_total", "From sending the push to holding the aggregate.");
+  Counter* m_apply = registry.AddCounter("regtopk_worker_apply_seconds_total",
+                                         "Decoding and applying the aggregate.");
+  Gauge* m_loss = registry.AddGauge("regtopk_worker_train_loss", "Loss of the last local batch.");
+  Gauge* m_accuracy = registry.AddGauge("regtopk_worker_test_accuracy",
+                                        "Test accuracy at the last evaluation.");
+  std::unique_ptr<MetricsHttpExporter> exporter;
+  if (o.metrics_port >= 0) {
+    REGTOPK_ASSIGN_OR_RETURN(exporter,
+                             MetricsHttpExporter::Start(o.metrics_host, o.metrics_port, &registry));
+    std::cerr << "regtopk-worker " << o.worker_id << ": metrics on http://" << o.metrics_host
+              << ":" << exporter->port() << "/metrics" << std::endl;
   }
 
   return TorchCall("worker", [&]() -> absl::Status {
@@ -309,6 +341,16 @@ absl::Status RunWorker(const TrainerOptions& o) {
           stats.round, o.worker_id, train_loss, stats.bytes_pushed, stats.bytes_received,
           4 * dim, stats.entries_sent, compute_seconds, stats.compress_seconds,
           stats.communicate_seconds, stats.apply_seconds);
+      m_rounds->Add();
+      m_pushed->Add(static_cast<double>(stats.bytes_pushed));
+      m_received->Add(static_cast<double>(stats.bytes_received));
+      m_dense->Add(4.0 * dim);
+      m_ratio->Set(m_dense->value() / m_pushed->value());
+      m_compute->Add(compute_seconds);
+      m_sparsify->Add(stats.compress_seconds);
+      m_communicate->Add(stats.communicate_seconds);
+      m_apply->Add(stats.apply_seconds);
+      m_loss->Set(train_loss);
       if (data.problem) {
         absl::StrAppendFormat(&line, ",\"%s\":%.9g", data.problem->metric_name(),
                               data.problem->Metric(session->parameters()));
@@ -318,6 +360,7 @@ absl::Status RunWorker(const TrainerOptions& o) {
           ((o.eval_every > 0 && (stats.round + 1) % o.eval_every == 0) || last)) {
         double test_loss, accuracy;
         evaluate(&test_loss, &accuracy);
+        m_accuracy->Set(accuracy);
         absl::StrAppendFormat(&line, ",\"test_loss\":%.6g,\"test_accuracy\":%.6g", test_loss,
                               accuracy);
       }

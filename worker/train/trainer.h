@@ -30,6 +30,10 @@ struct TrainerOptions {
   bool evaluate = false;      // evaluate on the test set (worker 0 by default in main)
   size_t max_eval_examples = 0;  // 0 = the whole test set
   std::string metrics_path;   // JSON lines, one per round; empty = none
+  // Prometheus metrics on http://metrics_host:metrics_port/metrics; 0 picks a free port
+  // (announced on stderr); -1 = off.
+  int metrics_port = -1;
+  std::string metrics_host = "0.0.0.0";
   uint64_t seed = 1;          // model initialisation and batch order
   absl::Duration rpc_timeout = absl::Seconds(30);
   absl::Duration push_timeout = absl::Minutes(10);
