@@ -89,6 +89,20 @@ TEST(ServerMain, SigtermDuringAHeldRoundEndsCleanly) {
   EXPECT_THAT(server.stderr_text(), HasSubstr("SIGTERM"));
 }
 
+TEST(ServerMain, HealthCheckSaysServingThenFailsWhenGone) {
+  Subprocess server(kServer, {"--host=127.0.0.1", "--port=0"});
+  const std::string address = StartServer(server);
+  ASSERT_FALSE(address.empty());
+  Subprocess up(REGTOPK_HEALTH_BIN, {"--server=" + address});
+  EXPECT_EQ(up.Wait(), 0) << up.stderr_text();
+  EXPECT_THAT(up.stdout_text(), HasSubstr("SERVING"));
+  server.Signal(SIGTERM);
+  ASSERT_EQ(server.Wait(), 0);
+  Subprocess down(REGTOPK_HEALTH_BIN, {"--server=" + address, "--timeout-seconds=2"});
+  EXPECT_EQ(down.Wait(), 1);
+  EXPECT_THAT(down.stderr_text(), HasSubstr("did not answer"));
+}
+
 TEST(ServerMain, ExitsZeroAfterTheLastRound) {
   Subprocess server(kServer, {"--host=127.0.0.1", "--port=0", "--workers=1", "--algorithm=dense",
                               "--rounds=2", "--linger-seconds=0"});
