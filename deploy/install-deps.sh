@@ -15,6 +15,8 @@ packages=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   # metrics endpoint; compose-file validation in the tests
   libcpp-httplib-dev docker-compose
+  # the multi-host test (network namespaces)
+  iproute2
   # data and plots
   dataset-fashion-mnist python3-matplotlib
 )
