@@ -15,8 +15,8 @@ packages=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   # metrics endpoint; compose-file validation in the tests
   libcpp-httplib-dev docker-compose
-  # the multi-host test (network namespaces)
-  iproute2
+  # the multi-host test (network namespaces); a real Prometheus scrape in the tests
+  iproute2 prometheus curl
   # data and plots
   dataset-fashion-mnist python3-matplotlib
 )
