@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <regex>
 #include <sstream>
 
@@ -152,6 +153,33 @@ TEST(WorkerMain, BadFlagsExitTwo) {
     Subprocess w(kWorker, args);
     EXPECT_EQ(w.Wait(), 2) << args[0] << " " << w.stderr_text();
   }
+}
+
+// The paper's ResNet-18 / CIFAR-10 recipe (N workers, batch 20, lr 0.01, mu 5, density 0.1 %,
+// quantity skew) as a CPU smoke run on small generated files in CIFAR-10's binary format.
+TEST(Launch, ResNet18CifarRecipeSmokeRun) {
+  const std::string dir = TempDir();
+  std::mt19937 rng(1);
+  for (int b = 0; b <= 5; ++b) {
+    const std::string name = b == 0 ? "test_batch.bin" : absl::StrCat("data_batch_", b, ".bin");
+    std::ofstream out(dir + "/" + name, std::ios::binary);
+    for (int r = 0; r < 16; ++r) {
+      out.put(static_cast<char>(rng() % 10));
+      for (int p = 0; p < 3072; ++p) out.put(static_cast<char>(rng() % 256));
+    }
+  }
+  Subprocess launch(kLaunch, {"--workers=2", "--model=resnet18", "--dataset=cifar10",
+                              absl::StrCat("--data-dir=", dir), "--partition=quantity",
+                              "--batch-size=20", "--lr=0.01", "--mu=5", "--density=0.001",
+                              "--rounds=2", "--eval-every=2", "--no-plots",
+                              absl::StrCat("--output=", dir, "/out")});
+  ASSERT_EQ(launch.Wait(), 0) << launch.stdout_text() << launch.stderr_text();
+  const auto lines = Lines(dir + "/out/worker_0.jsonl");
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_THAT(lines.back(), HasSubstr("\"test_accuracy\""));
+  // ResNet-18 (CIFAR variant) has 11,173,962 parameters; k = 11,174 entries at 0.1 %.
+  EXPECT_THAT(lines.back(), HasSubstr("\"dense_bytes\":44695848"));
+  EXPECT_THAT(lines.back(), HasSubstr("\"entries_sent\":11174"));
 }
 
 TEST(Launch, SaysWhichProcessFailed) {
