@@ -37,9 +37,7 @@ Coordinator::Coordinator(CoordinatorOptions options) : options_(std::move(option
   }
 }
 
-Coordinator::~Coordinator() {
-  Shutdown();
-}
+Coordinator::~Coordinator() { Shutdown(); }
 
 uint64_t Coordinator::dim() const {
   absl::MutexLock lock(&mu_);
@@ -61,16 +59,16 @@ void Coordinator::ComputeWeightsLocked() {
   }
 }
 
-absl::StatusOr<JoinResult> Coordinator::Join(uint32_t worker_id, uint64_t num_samples,
-                                             uint64_t dim, uint64_t layout_digest) {
+absl::StatusOr<JoinResult> Coordinator::Join(uint32_t worker_id, uint64_t num_samples, uint64_t dim,
+                                             uint64_t layout_digest) {
   const uint32_t n = options_.job.num_workers;
   if (worker_id >= n) {
     return absl::InvalidArgumentError(
         absl::StrCat("worker id ", worker_id, " is out of range: the job has ", n, " workers"));
   }
   if (dim == 0 || dim > options_.max_dim) {
-    return absl::InvalidArgumentError(absl::StrCat("model dimension ", dim,
-                                                   " is not in [1, ", options_.max_dim, "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("model dimension ", dim, " is not in [1, ", options_.max_dim, "]"));
   }
   absl::MutexLock lock(&mu_);
   if (shutting_down_) return absl::UnavailableError("server is shutting down");
@@ -96,9 +94,11 @@ absl::StatusOr<JoinResult> Coordinator::Join(uint32_t worker_id, uint64_t num_sa
   }
   if (joined_[worker_id] && num_samples_[worker_id] != num_samples && WeightsKnownLocked() &&
       options_.job.weighting == Weighting::kSamples) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "worker ", worker_id, " rejoined with ", num_samples, " samples, but the weights were "
-        "fixed with ", num_samples_[worker_id]));
+    return absl::FailedPreconditionError(absl::StrCat("worker ", worker_id, " rejoined with ",
+                                                      num_samples,
+                                                      " samples, but the weights were "
+                                                      "fixed with ",
+                                                      num_samples_[worker_id]));
   }
   joined_[worker_id] = true;
   num_samples_[worker_id] = num_samples;
@@ -132,8 +132,8 @@ absl::Status Coordinator::UploadParameters(uint32_t worker_id, std::vector<float
     return absl::FailedPreconditionError("the server already holds parameters");
   }
   if (values.size() != dim_) {
-    return absl::InvalidArgumentError(absl::StrCat("uploaded ", values.size(),
-                                                   " parameters, the model has ", dim_));
+    return absl::InvalidArgumentError(
+        absl::StrCat("uploaded ", values.size(), " parameters, the model has ", dim_));
   }
   params_ = std::move(values);
   return absl::OkStatus();
@@ -166,8 +166,8 @@ absl::Status Coordinator::Push(uint32_t worker_id, uint64_t round, absl::string_
     }
     reason = "unknown_worker";
     if (worker_id >= joined_.size() || !joined_[worker_id]) {
-      return absl::FailedPreconditionError(absl::StrCat("unknown worker ", worker_id,
-                                                        ": join before pushing"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("unknown worker ", worker_id, ": join before pushing"));
     }
     reason = "not_ready";
     if (params_.empty()) {
@@ -180,14 +180,14 @@ absl::Status Coordinator::Push(uint32_t worker_id, uint64_t round, absl::string_
     reason = "finished";
     const uint64_t total = options_.job.total_rounds;
     if (total != 0 && round_ >= total) {
-      return absl::FailedPreconditionError(absl::StrCat("the job finished after ", total,
-                                                        " rounds"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("the job finished after ", total, " rounds"));
     }
     reason = "wrong_round";
     if (round != round_) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "worker ", worker_id, " pushed round ", round, " but the server is collecting round ",
-          round_));
+      return absl::FailedPreconditionError(
+          absl::StrCat("worker ", worker_id, " pushed round ", round,
+                       " but the server is collecting round ", round_));
     }
     reason = "duplicate";
     if (pushes_[worker_id].has_value()) {

@@ -17,9 +17,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/cli/flags.h"
+#include "common/metrics/http_exporter.h"
 #include "common/wire/chunking.h"
 #include "common/wire/sparse_codec.h"
-#include "common/metrics/http_exporter.h"
 #include "server/coordinator.h"
 #include "server/service.h"
 
@@ -36,8 +36,9 @@ ABSL_FLAG(double, weight_decay, 0.0, "L2 weight decay (>= 0)");
 ABSL_FLAG(std::string, weighting, "uniform",
           "aggregation weights: uniform (1/N) or samples (proportional to local sample counts)");
 ABSL_FLAG(uint64_t, rounds, 0, "rounds in the job; 0 = unbounded");
-ABSL_FLAG(uint32_t, digest_every, 10,
-          "send a parameter digest with every R-th aggregate so drifted workers re-pull; 0 = never");
+ABSL_FLAG(
+    uint32_t, digest_every, 10,
+    "send a parameter digest with every R-th aggregate so drifted workers re-pull; 0 = never");
 ABSL_FLAG(uint64_t, seed, 1, "seed handed to the workers' sparsifiers (worker n: seed + n)");
 ABSL_FLAG(bool, force_dense_aggregate, false,
           "always send the aggregate dense (a baseline for benchmarks; still lossless)");
@@ -58,7 +59,8 @@ std::atomic<bool> g_finished{false};
 JobConfig JobFromFlags() {
   JobConfig job;
   auto algorithm = ParseAlgorithm(absl::GetFlag(FLAGS_algorithm));
-  if (!algorithm.ok()) FlagErrorExit(kProgram, absl::StrCat("--algorithm: ", algorithm.status().message()));
+  if (!algorithm.ok())
+    FlagErrorExit(kProgram, absl::StrCat("--algorithm: ", algorithm.status().message()));
   job.algorithm = *algorithm;
   job.density = absl::GetFlag(FLAGS_density);
   job.mu = absl::GetFlag(FLAGS_mu);
@@ -87,7 +89,8 @@ JobConfig JobFromFlags() {
 
 int Main() {
   const int port = absl::GetFlag(FLAGS_port);
-  if (port < 0 || port > 65535) FlagErrorExit(kProgram, absl::StrCat("--port must be in [0, 65535]"));
+  if (port < 0 || port > 65535)
+    FlagErrorExit(kProgram, absl::StrCat("--port must be in [0, 65535]"));
   if (absl::GetFlag(FLAGS_metrics_port) < -1 || absl::GetFlag(FLAGS_metrics_port) > 65535) {
     FlagErrorExit(kProgram, "--metrics-port must be -1 (off) or in [0, 65535]");
   }
@@ -103,15 +106,15 @@ int Main() {
     if (log_every > 0 && (r.round + 1) % log_every == 0) {
       SparseHeader h;
       const bool ok = PeekSparseHeader(r.encoded, &h).ok();
-      const char* format = !ok ? "?"
+      const char* format = !ok                                 ? "?"
                            : h.format == SparseFormat::kSparse ? "sparse"
                            : h.format == SparseFormat::kBitmap ? "bitmap"
                                                                : "dense";
       std::cerr << absl::StrFormat(
           "round %d closed: aggregate %d nnz, %d bytes (%s); aggregate %.2f ms, step %.2f ms, "
           "encode %.2f ms\n",
-          r.round, r.nnz, r.encoded.size(), format, r.aggregate_seconds * 1e3,
-          r.step_seconds * 1e3, r.encode_seconds * 1e3);
+          r.round, r.nnz, r.encoded.size(), format, r.aggregate_seconds * 1e3, r.step_seconds * 1e3,
+          r.encode_seconds * 1e3);
     }
     if (total_rounds != 0 && r.round + 1 == total_rounds) g_finished = true;
   };

@@ -6,7 +6,7 @@ namespace regtopk {
 
 namespace {
 constexpr const char* kReasons[] = {"unknown_worker", "wrong_round", "duplicate", "not_ready",
-                                    "finished", "malformed", "oversize", "shutting_down"};
+                                    "finished",       "malformed",   "oversize",  "shutting_down"};
 }  // namespace
 
 ServerMetrics::ServerMetrics(MetricsRegistry* r)
@@ -24,25 +24,26 @@ ServerMetrics::ServerMetrics(MetricsRegistry* r)
           "Bytes the accepted pushes would have taken dense (4 bytes per parameter).")),
       aggregate_bytes_sent(r->AddCounter("regtopk_aggregate_sent_bytes_total",
                                          "Encoded aggregate bytes sent to workers.")),
-      aggregate_dense_equivalent_bytes(r->AddCounter(
-          "regtopk_aggregate_dense_equivalent_bytes_total",
-          "Bytes the aggregates sent would have taken dense.")),
+      aggregate_dense_equivalent_bytes(
+          r->AddCounter("regtopk_aggregate_dense_equivalent_bytes_total",
+                        "Bytes the aggregates sent would have taken dense.")),
       upstream_compression(r->AddGauge("regtopk_upstream_compression_ratio",
                                        "Dense-equivalent bytes over pushed bytes, cumulative.")),
-      downstream_compression(r->AddGauge(
-          "regtopk_downstream_compression_ratio",
-          "Dense-equivalent bytes over aggregate bytes sent, cumulative.")),
-      aggregate_seconds(r->AddCounter("regtopk_aggregate_seconds_total",
-                                      "Time spent aggregating pushes.")),
-      optimizer_seconds(r->AddCounter("regtopk_optimizer_seconds_total",
-                                      "Time spent in the optimizer step.")),
-      encode_seconds(r->AddCounter("regtopk_encode_seconds_total",
-                                   "Time spent encoding aggregates.")),
+      downstream_compression(
+          r->AddGauge("regtopk_downstream_compression_ratio",
+                      "Dense-equivalent bytes over aggregate bytes sent, cumulative.")),
+      aggregate_seconds(
+          r->AddCounter("regtopk_aggregate_seconds_total", "Time spent aggregating pushes.")),
+      optimizer_seconds(
+          r->AddCounter("regtopk_optimizer_seconds_total", "Time spent in the optimizer step.")),
+      encode_seconds(
+          r->AddCounter("regtopk_encode_seconds_total", "Time spent encoding aggregates.")),
       workers_joined(r->AddGauge("regtopk_workers_joined", "Workers that have joined the job.")),
       current_round(r->AddGauge("regtopk_round", "The round being collected.")) {
   for (const char* reason : kReasons) {
-    rejected_[reason] = r->AddCounter("regtopk_rejected_pushes_total",
-                                      "Pushes rejected, by reason.", absl::StrCat("reason=", reason));
+    rejected_[reason] =
+        r->AddCounter("regtopk_rejected_pushes_total", "Pushes rejected, by reason.",
+                      absl::StrCat("reason=", reason));
   }
 }
 

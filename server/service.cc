@@ -104,11 +104,11 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::ParameterChunk> {
     if (!ok) {  // the client half-closed (or went away: then Finish is a no-op)
       if (!started_) return Done(InvalidArgument("upload carried no parameter chunks"));
       if (received_ != dim_) {
-        return Done(InvalidArgument(absl::StrCat("upload ended after ", received_, " of ", dim_,
-                                                 " parameters")));
+        return Done(InvalidArgument(
+            absl::StrCat("upload ended after ", received_, " of ", dim_, " parameters")));
       }
-      return Done(ToGrpcStatus(
-          service_->coordinator_->UploadParameters(worker_id_, std::move(values_))));
+      return Done(
+          ToGrpcStatus(service_->coordinator_->UploadParameters(worker_id_, std::move(values_))));
     }
     service_->AddBytesIn(chunk_.values().size());
     if (!started_) {
@@ -129,8 +129,8 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::ParameterChunk> {
       return Done(InvalidArgument("upload chunks disagree on worker id or dimension"));
     }
     if (chunk_.offset() != received_) {
-      return Done(InvalidArgument(absl::StrCat("upload chunk at offset ", chunk_.offset(),
-                                               ", expected ", received_)));
+      return Done(InvalidArgument(
+          absl::StrCat("upload chunk at offset ", chunk_.offset(), ", expected ", received_)));
     }
     if (bytes.size() % 4 != 0 || bytes.size() > kChunkBytes ||
         bytes.size() / 4 > dim_ - received_) {
@@ -220,9 +220,7 @@ grpc::ServerWriteReactor<v1::ParameterChunk>* ParameterServerService::PullParame
 // closes (on the coordinator's thread) streams the aggregate's bytes back and finishes.
 class PushReactor final : public grpc::ServerBidiReactor<v1::PushChunk, v1::AggregateChunk> {
  public:
-  explicit PushReactor(ParameterServerService* service) : service_(service) {
-    StartRead(&in_);
-  }
+  explicit PushReactor(ParameterServerService* service) : service_(service) { StartRead(&in_); }
 
   void OnReadDone(bool ok) override {
     if (!ok) return Submit();
@@ -271,8 +269,8 @@ class PushReactor final : public grpc::ServerBidiReactor<v1::PushChunk, v1::Aggr
   void Submit() {
     if (!started_) return Done(InvalidArgument("push carried no chunks"));
     if (payload_.size() != total_) {
-      return Done(InvalidArgument(absl::StrCat("push ended after ", payload_.size(), " of ",
-                                               total_, " announced bytes")));
+      return Done(InvalidArgument(
+          absl::StrCat("push ended after ", payload_.size(), " of ", total_, " announced bytes")));
     }
     // The reactor stays alive until Finish, and Finish is only called by whoever claims it, so
     // the callback may use the raw pointer once it has claimed.

@@ -64,8 +64,8 @@ class ServerClient {
 };
 
 struct GrpcClientOptions {
-  std::string target;                                // host:port
-  absl::Duration rpc_timeout = absl::Seconds(30);     // Join, GetStatus
+  std::string target;                                   // host:port
+  absl::Duration rpc_timeout = absl::Seconds(30);       // Join, GetStatus
   absl::Duration transfer_timeout = absl::Minutes(10);  // UploadParameters, PullParameters
   // A push waits for the slowest worker of the round.
   absl::Duration push_timeout = absl::Minutes(10);

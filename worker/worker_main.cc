@@ -67,8 +67,9 @@ int main(int argc, char** argv) {
     regtopk::FlagErrorExit(kProgram, "--metrics-port must be -1 (off) or in [0, 65535]");
   }
   o.seed = absl::GetFlag(FLAGS_seed);
-  for (double t : {absl::GetFlag(FLAGS_rpc_timeout_seconds), absl::GetFlag(FLAGS_push_timeout_seconds),
-                   absl::GetFlag(FLAGS_start_timeout_seconds)}) {
+  for (double t :
+       {absl::GetFlag(FLAGS_rpc_timeout_seconds), absl::GetFlag(FLAGS_push_timeout_seconds),
+        absl::GetFlag(FLAGS_start_timeout_seconds)}) {
     if (!(t > 0)) regtopk::FlagErrorExit(kProgram, "timeouts must be > 0 seconds");
   }
   o.rpc_timeout = absl::Seconds(absl::GetFlag(FLAGS_rpc_timeout_seconds));

@@ -36,9 +36,8 @@ absl::StatusOr<std::unique_ptr<WorkerSession>> WorkerSession::Start(
     std::vector<float> initial_parameters) {
   const uint64_t dim = initial_parameters.size();
   const absl::Time deadline = absl::Now() + options.start_timeout;
-  REGTOPK_ASSIGN_OR_RETURN(JoinReply join,
-                           client->Join(options.worker_id, options.num_samples, dim,
-                                        options.layout_digest));
+  REGTOPK_ASSIGN_OR_RETURN(JoinReply join, client->Join(options.worker_id, options.num_samples, dim,
+                                                        options.layout_digest));
   bool uploaded = false;
   if (join.upload_parameters) {
     absl::Status s = client->UploadParameters(options.worker_id, initial_parameters);
@@ -51,9 +50,9 @@ absl::StatusOr<std::unique_ptr<WorkerSession>> WorkerSession::Start(
     REGTOPK_ASSIGN_OR_RETURN(
         join, RetryWhileNotReady<JoinReply>(
                   [&]() -> absl::StatusOr<JoinReply> {
-                    REGTOPK_ASSIGN_OR_RETURN(JoinReply j,
-                                             client->Join(options.worker_id, options.num_samples,
-                                                          dim, options.layout_digest));
+                    REGTOPK_ASSIGN_OR_RETURN(
+                        JoinReply j, client->Join(options.worker_id, options.num_samples, dim,
+                                                  options.layout_digest));
                     if (!j.weight) return absl::FailedPreconditionError("not all workers joined");
                     return j;
                   },
@@ -64,13 +63,13 @@ absl::StatusOr<std::unique_ptr<WorkerSession>> WorkerSession::Start(
   if (uploaded) {
     params = std::move(initial_parameters);
   } else {
-    REGTOPK_ASSIGN_OR_RETURN(
-        PulledParameters pulled,
-        RetryWhileNotReady<PulledParameters>([&] { return client->PullParameters(options.worker_id); },
-                                             deadline, "the initial parameters"));
+    REGTOPK_ASSIGN_OR_RETURN(PulledParameters pulled,
+                             RetryWhileNotReady<PulledParameters>(
+                                 [&] { return client->PullParameters(options.worker_id); },
+                                 deadline, "the initial parameters"));
     if (pulled.values.size() != dim) {
-      return absl::DataLossError(absl::StrCat("pulled ", pulled.values.size(),
-                                              " parameters, expected ", dim));
+      return absl::DataLossError(
+          absl::StrCat("pulled ", pulled.values.size(), " parameters, expected ", dim));
     }
     params = std::move(pulled.values);
     round = pulled.round;
@@ -83,15 +82,13 @@ absl::StatusOr<std::unique_ptr<WorkerSession>> WorkerSession::Start(
   so.weight = *join.weight;
   so.seed = join.config.seed + options.worker_id;
   REGTOPK_ASSIGN_OR_RETURN(std::unique_ptr<Sparsifier> sparsifier, CreateSparsifier(so));
-  return std::unique_ptr<WorkerSession>(new WorkerSession(client, options, join.config,
-                                                          *join.weight, std::move(sparsifier),
-                                                          std::move(params), round));
+  return std::unique_ptr<WorkerSession>(new WorkerSession(
+      client, options, join.config, *join.weight, std::move(sparsifier), std::move(params), round));
 }
 
 WorkerSession::WorkerSession(ServerClient* client, const WorkerSessionOptions& options,
-                             JobConfig config, float weight,
-                             std::unique_ptr<Sparsifier> sparsifier, std::vector<float> params,
-                             uint64_t round)
+                             JobConfig config, float weight, std::unique_ptr<Sparsifier> sparsifier,
+                             std::vector<float> params, uint64_t round)
     : client_(client),
       options_(options),
       config_(std::move(config)),
@@ -118,15 +115,16 @@ absl::StatusOr<StepStats> WorkerSession::Step(absl::Span<const float> gradient) 
   stats.entries_sent = sent_.nnz();
   stats.bytes_pushed = encoded_.size();
   absl::Time t1 = absl::Now();
-  REGTOPK_ASSIGN_OR_RETURN(PushReply reply,
-                           client_->Push(options_.worker_id, round_, encoded_));
+  REGTOPK_ASSIGN_OR_RETURN(PushReply reply, client_->Push(options_.worker_id, round_, encoded_));
   absl::Time t2 = absl::Now();
   stats.bytes_received = reply.encoded.size();
   // The aggregate of N pushes may hold up to N * k entries: bounded by d only.
   absl::Status decoded = DecodeSparse(reply.encoded, dim(), dim(), &aggregate_);
   if (!decoded.ok()) {
-    return absl::DataLossError(absl::StrCat("round ", round_, "'s aggregate from the server is "
-                                            "malformed: ", decoded.message()));
+    return absl::DataLossError(absl::StrCat("round ", round_,
+                                            "'s aggregate from the server is "
+                                            "malformed: ",
+                                            decoded.message()));
   }
   stats.aggregate_nnz = aggregate_.nnz();
   sgd_.Step(absl::MakeSpan(params_), aggregate_);

@@ -33,15 +33,15 @@ struct WorkerSessionOptions {
 };
 
 struct StepStats {
-  uint64_t round = 0;           // the round this step completed
+  uint64_t round = 0;  // the round this step completed
   size_t entries_sent = 0;
-  size_t bytes_pushed = 0;      // encoded gradient
-  size_t bytes_received = 0;    // encoded aggregate
+  size_t bytes_pushed = 0;    // encoded gradient
+  size_t bytes_received = 0;  // encoded aggregate
   size_t aggregate_nnz = 0;
   double compress_seconds = 0;  // sparsify + encode
   double communicate_seconds = 0;
-  double apply_seconds = 0;     // decode + optimizer + observe (+ digest check)
-  bool resynced = false;        // the digest mismatched and parameters were re-pulled
+  double apply_seconds = 0;  // decode + optimizer + observe (+ digest check)
+  bool resynced = false;     // the digest mismatched and parameters were re-pulled
 };
 
 class WorkerSession {

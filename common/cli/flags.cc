@@ -33,12 +33,11 @@ void PrintHelp(absl::string_view usage) {
   for (const auto& [name, flag] : absl::GetAllFlags()) {
     if (IsOwnFlag(*flag)) flags.push_back(flag);
   }
-  std::sort(flags.begin(), flags.end(),
-            [](auto* a, auto* b) { return a->Name() < b->Name(); });
+  std::sort(flags.begin(), flags.end(), [](auto* a, auto* b) { return a->Name() < b->Name(); });
   for (const absl::CommandLineFlag* flag : flags) {
-    std::cout << "  --" << absl::StrReplaceAll(flag->Name(), {{"_", "-"}}) << "  "
-              << flag->Help() << " (default: "
-              << (flag->DefaultValue().empty() ? "\"\"" : flag->DefaultValue()) << ")\n";
+    std::cout << "  --" << absl::StrReplaceAll(flag->Name(), {{"_", "-"}}) << "  " << flag->Help()
+              << " (default: " << (flag->DefaultValue().empty() ? "\"\"" : flag->DefaultValue())
+              << ")\n";
   }
 }
 

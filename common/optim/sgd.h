@@ -17,10 +17,10 @@
 namespace regtopk {
 
 struct SgdOptions {
-  float lr = 0.01f;            // > 0, finite
-  float momentum = 0.0f;       // in [0, 1)
-  bool nesterov = false;       // requires momentum > 0
-  float weight_decay = 0.0f;   // >= 0, finite
+  float lr = 0.01f;           // > 0, finite
+  float momentum = 0.0f;      // in [0, 1)
+  bool nesterov = false;      // requires momentum > 0
+  float weight_decay = 0.0f;  // >= 0, finite
 
   // InvalidArgument naming the bad field.
   absl::Status Validate() const;

@@ -8,38 +8,36 @@
 namespace regtopk {
 namespace {
 
-  // Cholesky solve of the (symmetric positive definite) normal equations, in float64.
+// Cholesky solve of the (symmetric positive definite) normal equations, in float64.
 std::vector<double> SolveSpd(std::vector<double> a, std::vector<double> b, size_t d) {
-    for (size_t j = 0; j < d; ++j) {
-      double diag = a[j * d + j];
-      for (size_t l = 0; l < j; ++l) diag -= a[j * d + l] * a[j * d + l];
-      diag = std::sqrt(diag);
-      a[j * d + j] = diag;
-      for (size_t i = j + 1; i < d; ++i) {
-        double v = a[i * d + j];
-        for (size_t l = 0; l < j; ++l) v -= a[i * d + l] * a[j * d + l];
-        a[i * d + j] = v / diag;
-      }
+  for (size_t j = 0; j < d; ++j) {
+    double diag = a[j * d + j];
+    for (size_t l = 0; l < j; ++l) diag -= a[j * d + l] * a[j * d + l];
+    diag = std::sqrt(diag);
+    a[j * d + j] = diag;
+    for (size_t i = j + 1; i < d; ++i) {
+      double v = a[i * d + j];
+      for (size_t l = 0; l < j; ++l) v -= a[i * d + l] * a[j * d + l];
+      a[i * d + j] = v / diag;
     }
-    for (size_t i = 0; i < d; ++i) {  // L z = b
-      for (size_t l = 0; l < i; ++l) b[i] -= a[i * d + l] * b[l];
-      b[i] /= a[i * d + i];
-    }
-    for (size_t i = d; i-- > 0;) {  // L^T x = z
-      for (size_t l = i + 1; l < d; ++l) b[i] -= a[l * d + i] * b[l];
-      b[i] /= a[i * d + i];
-    }
-    return b;
   }
-
+  for (size_t i = 0; i < d; ++i) {  // L z = b
+    for (size_t l = 0; l < i; ++l) b[i] -= a[i * d + l] * b[l];
+    b[i] /= a[i * d + i];
+  }
+  for (size_t i = d; i-- > 0;) {  // L^T x = z
+    for (size_t l = i + 1; l < d; ++l) b[i] -= a[l * d + i] * b[l];
+    b[i] /= a[i * d + i];
+  }
+  return b;
+}
 
 class ToyProblem final : public Problem {
  public:
   size_t dim() const override { return 2; }
   int workers() const override { return 2; }
   size_t samples(int) const override { return 1; }
-  void Gradient(int worker, absl::Span<const float> theta,
-                absl::Span<float> grad) const override {
+  void Gradient(int worker, absl::Span<const float> theta, absl::Span<float> grad) const override {
     double g[2];
     GradientImpl(worker, theta[0], theta[1], g);
     grad[0] = static_cast<float>(g[0]);
@@ -86,8 +84,7 @@ class LinRegProblem final : public Problem {
   size_t dim() const override { return o_.dim; }
   int workers() const override { return o_.workers; }
   size_t samples(int) const override { return o_.samples_per_worker; }
-  void Gradient(int worker, absl::Span<const float> theta,
-                absl::Span<float> grad) const override {
+  void Gradient(int worker, absl::Span<const float> theta, absl::Span<float> grad) const override {
     std::vector<double> t(theta.begin(), theta.end()), g(o_.dim);
     GradientF64(worker, t, absl::MakeSpan(g));
     for (size_t j = 0; j < o_.dim; ++j) grad[j] = static_cast<float>(g[j]);
@@ -136,8 +133,8 @@ std::unique_ptr<Problem> MakeToyProblem() { return std::make_unique<ToyProblem>(
 absl::StatusOr<LinRegData> MakeLinRegData(const LinRegOptions& o) {
   if (o.workers <= 0 || o.dim == 0 || o.samples_per_worker == 0) {
     return absl::InvalidArgumentError(
-        absl::StrCat("linear regression needs workers, dim and samples > 0; got ", o.workers,
-                     ", ", o.dim, ", ", o.samples_per_worker));
+        absl::StrCat("linear regression needs workers, dim and samples > 0; got ", o.workers, ", ",
+                     o.dim, ", ", o.samples_per_worker));
   }
   LinRegData data;
   std::mt19937_64 rng(o.seed);

@@ -23,7 +23,8 @@ class Problem {
   // Number of local samples of `worker` (for sample-proportional weights).
   virtual size_t samples(int worker) const = 0;
   // Writes worker `worker`'s full-batch gradient at `theta` into `grad` (both length dim()).
-  virtual void Gradient(int worker, absl::Span<const float> theta, absl::Span<float> grad) const = 0;
+  virtual void Gradient(int worker, absl::Span<const float> theta,
+                        absl::Span<float> grad) const = 0;
   // The same gradient with float64 parameters and result (for the precision study).
   virtual void GradientF64(int worker, absl::Span<const double> theta,
                            absl::Span<double> grad) const = 0;

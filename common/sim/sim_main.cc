@@ -136,20 +136,21 @@ int Main() {
     median = tail.size() % 2 ? tail[tail.size() / 2]
                              : 0.5 * (tail[tail.size() / 2 - 1] + tail[tail.size() / 2]);
   }
-  const double final_metric = records->empty() ? problem->Metric(problem->InitialTheta())
-                                               : records->back().metric;
+  const double final_metric =
+      records->empty() ? problem->Metric(problem->InitialTheta()) : records->back().metric;
   SparsifierOptions so;
   so.algorithm = options.algorithm;
   so.dim = problem->dim();
   so.density = options.density;
   {
-    std::cout << absl::StrFormat(
-        "%-8s %-8s %-8s %8s %6s %5s %7s %14s %22s %8s\n", "problem", "algo", "precision", "density", "k", "mu",
-        "rounds", absl::StrCat("final ", metric), absl::StrCat("median log10 ", metric, " (last 100)"),
-        "seconds");
-    std::cout << absl::StrFormat("%-8s %-8s %-8s %8g %6d %5g %7d %14.6g %22.3f %8.2f\n", problem_name,
-                                 AlgorithmName(options.algorithm), precision, options.density, so.k(),
-                                 options.mu, options.rounds, final_metric, median, seconds);
+    std::cout << absl::StrFormat("%-8s %-8s %-8s %8s %6s %5s %7s %14s %22s %8s\n", "problem",
+                                 "algo", "precision", "density", "k", "mu", "rounds",
+                                 absl::StrCat("final ", metric),
+                                 absl::StrCat("median log10 ", metric, " (last 100)"), "seconds");
+    std::cout << absl::StrFormat("%-8s %-8s %-8s %8g %6d %5g %7d %14.6g %22.3f %8.2f\n",
+                                 problem_name, AlgorithmName(options.algorithm), precision,
+                                 options.density, so.k(), options.mu, options.rounds, final_metric,
+                                 median, seconds);
   }
   return 0;
 }

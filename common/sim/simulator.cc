@@ -63,8 +63,8 @@ absl::StatusOr<std::vector<RoundRecord>> RunSimulation(
       problem.Gradient(n, theta, absl::MakeSpan(grad));
       absl::Status s = sparsifiers[n]->Compress(grad, &sent[n]);
       if (!s.ok()) {
-        return absl::Status(s.code(), absl::StrCat("round ", round, ", worker ", n, ": ",
-                                                   s.message()));
+        return absl::Status(s.code(),
+                            absl::StrCat("round ", round, ", worker ", n, ": ", s.message()));
       }
       views[n] = sent[n];
       nnz_sent += sent[n].nnz();

@@ -70,31 +70,31 @@ void TopKSelector::Filter(absl::Span<const float> a, float scale, ScoreOverrides
     if (scale == 0.0f) {
       candidates_.clear();  // every plain score is 0 < threshold
     } else {
-    const float bound = static_cast<float>(static_cast<double>(threshold) / scale * (1.0 - 1e-6));
-    const int32_t bound_bits = MagnitudeBits(bound);
-    for (size_t base = 0, b = 0; base < d; base += kBlock, ++b) {
-      const size_t n = std::min(kBlock, d - base);
-      if (block_max.empty() ? !BlockMayReach(p + base, n, bound_bits)
-                            : block_max[b] < bound_bits) {
-        continue;
-      }
-      // At 1 % density about half the blocks hit; narrowing to sub-blocks keeps the scalar scan
-      // to the few entries near a candidate.
-      for (size_t sub = base; sub < base + n; sub += kSubBlock) {
-        const size_t sn = std::min(kSubBlock, base + n - sub);
-        if (!BlockMayReach(p + sub, sn, bound_bits)) continue;
-        // Branch-free append: write every entry, advance only past the hits.
-        size_t n_out = candidates_.size();
-        candidates_.resize(n_out + sn);
-        Candidate* dst = candidates_.data();
-        for (size_t j = sub; j < sub + sn; ++j) {
-          const float s = std::fabs(p[j]) * scale;
-          dst[n_out] = Candidate{s, static_cast<uint32_t>(j)};
-          n_out += static_cast<size_t>(s >= threshold);
+      const float bound = static_cast<float>(static_cast<double>(threshold) / scale * (1.0 - 1e-6));
+      const int32_t bound_bits = MagnitudeBits(bound);
+      for (size_t base = 0, b = 0; base < d; base += kBlock, ++b) {
+        const size_t n = std::min(kBlock, d - base);
+        if (block_max.empty() ? !BlockMayReach(p + base, n, bound_bits)
+                              : block_max[b] < bound_bits) {
+          continue;
         }
-        candidates_.resize(n_out);
+        // At 1 % density about half the blocks hit; narrowing to sub-blocks keeps the scalar scan
+        // to the few entries near a candidate.
+        for (size_t sub = base; sub < base + n; sub += kSubBlock) {
+          const size_t sn = std::min(kSubBlock, base + n - sub);
+          if (!BlockMayReach(p + sub, sn, bound_bits)) continue;
+          // Branch-free append: write every entry, advance only past the hits.
+          size_t n_out = candidates_.size();
+          candidates_.resize(n_out + sn);
+          Candidate* dst = candidates_.data();
+          for (size_t j = sub; j < sub + sn; ++j) {
+            const float s = std::fabs(p[j]) * scale;
+            dst[n_out] = Candidate{s, static_cast<uint32_t>(j)};
+            n_out += static_cast<size_t>(s >= threshold);
+          }
+          candidates_.resize(n_out);
+        }
       }
-    }
     }
   }
   if (overrides.indices.empty()) return;

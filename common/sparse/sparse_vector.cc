@@ -54,9 +54,8 @@ absl::Status ValidateSparse(SparseView v, size_t dim, size_t max_nnz) {
   }
   const size_t bad = FindNonFinite(v.values);
   if (bad != v.values.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("value at position ", bad, " (index ",
-                                                   idx[bad], ") is not finite: ",
-                                                   v.values[bad]));
+    return absl::InvalidArgumentError(absl::StrCat("value at position ", bad, " (index ", idx[bad],
+                                                   ") is not finite: ", v.values[bad]));
   }
   return absl::OkStatus();
 }

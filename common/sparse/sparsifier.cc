@@ -39,8 +39,8 @@ absl::StatusOr<Algorithm> ParseAlgorithm(absl::string_view name) {
 size_t KFromDensity(double density, size_t dim) {
   const double product = density * static_cast<double>(dim);
   const double nearest = std::round(product);
-  double k = std::fabs(product - nearest) <= 1e-9 * std::max(1.0, product) ? nearest
-                                                                            : std::ceil(product);
+  double k =
+      std::fabs(product - nearest) <= 1e-9 * std::max(1.0, product) ? nearest : std::ceil(product);
   k = std::min(k, static_cast<double>(dim));
   return std::max<size_t>(1, static_cast<size_t>(k));
 }
@@ -78,9 +78,8 @@ absl::Status CheckLength(absl::Span<const float> gradient, size_t dim) {
 
 absl::Status NonFiniteError(absl::Span<const float> gradient, size_t pos, bool in_gradient) {
   if (in_gradient) {
-    return absl::InvalidArgumentError(absl::StrCat("gradient entry ", pos,
-                                                   " is not finite: ", gradient[pos],
-                                                   "; nothing was sent"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "gradient entry ", pos, " is not finite: ", gradient[pos], "; nothing was sent"));
   }
   return absl::InvalidArgumentError(absl::StrCat(
       "gradient + error feedback overflows float32 at entry ", pos, "; nothing was sent"));
@@ -116,7 +115,9 @@ class DenseSparsifier final : public Sparsifier {
 class ErrorFeedbackSparsifier : public Sparsifier {
  public:
   explicit ErrorFeedbackSparsifier(const SparsifierOptions& options)
-      : options_(options), k_(options.k()), error_(options.dim, 0.0f),
+      : options_(options),
+        k_(options.k()),
+        error_(options.dim, 0.0f),
         acc_(options.dim),
         block_max_((options.dim + kSelectBlock - 1) / kSelectBlock) {}
 
@@ -251,8 +252,8 @@ class RandKSparsifier final : public ErrorFeedbackSparsifier {
   // Unbiased integer in [0, n) (rejection of the short last block), portable across platforms
   // so that a seed gives the same masks everywhere.
   uint64_t Uniform(uint64_t n) {
-    const uint64_t limit = std::numeric_limits<uint64_t>::max() -
-                           std::numeric_limits<uint64_t>::max() % n;
+    const uint64_t limit =
+        std::numeric_limits<uint64_t>::max() - std::numeric_limits<uint64_t>::max() % n;
     uint64_t x;
     do x = Next();
     while (x >= limit);
@@ -271,8 +272,8 @@ class RegTopKSparsifier final : public ErrorFeedbackSparsifier {
   explicit RegTopKSparsifier(const SparsifierOptions& options)
       : ErrorFeedbackSparsifier(options),
         selector_(options.seed),
-        no_evidence_scale_(
-            static_cast<float>(std::tanh(std::fabs(1.0 + kRegTopKQ) / options.mu))) {}
+        no_evidence_scale_(static_cast<float>(std::tanh(std::fabs(1.0 + kRegTopKQ) / options.mu))) {
+  }
 
  protected:
   absl::Status BeforeCompress() override {

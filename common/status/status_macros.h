@@ -9,9 +9,9 @@
 #include "absl/status/statusor.h"
 
 // Evaluates `expr` (an absl::Status) and returns it from the enclosing function if not OK.
-#define REGTOPK_RETURN_IF_ERROR(expr)                 \
-  do {                                                \
-    ::absl::Status regtopk_status_ = (expr);          \
+#define REGTOPK_RETURN_IF_ERROR(expr)                  \
+  do {                                                 \
+    ::absl::Status regtopk_status_ = (expr);           \
     if (!regtopk_status_.ok()) return regtopk_status_; \
   } while (0)
 

@@ -167,8 +167,8 @@ absl::Status DecodeSparse(absl::string_view bytes, size_t dim, size_t max_nnz, S
         if (!GetVarint(bytes, &pos, &gap)) return Truncated("indices");
         index = i == 0 ? gap : index + 1 + gap;
         if (gap >= dim || index >= dim) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "entry ", i, " has index ", index, ", out of range for dimension ", dim));
+          return absl::InvalidArgumentError(absl::StrCat("entry ", i, " has index ", index,
+                                                         ", out of range for dimension ", dim));
         }
         out->indices[i] = static_cast<uint32_t>(index);
       }
@@ -208,15 +208,15 @@ absl::Status DecodeSparse(absl::string_view bytes, size_t dim, size_t max_nnz, S
   }
   if (bytes.size() - pos < 4 * nnz) return Truncated("values");
   if (bytes.size() - pos > 4 * nnz) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "sparse encoding has ", bytes.size() - pos - 4 * nnz, " trailing bytes"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("sparse encoding has ", bytes.size() - pos - 4 * nnz, " trailing bytes"));
   }
   std::memcpy(out->values.data(), bytes.data() + pos, 4 * nnz);
   const size_t bad = FindNonFinite(out->values);
   if (bad != nnz) {
     return absl::InvalidArgumentError(absl::StrCat("value of entry ", bad, " (index ",
-                                                   out->indices[bad], ") is not finite: ",
-                                                   out->values[bad]));
+                                                   out->indices[bad],
+                                                   ") is not finite: ", out->values[bad]));
   }
   return absl::OkStatus();
 }

@@ -101,8 +101,8 @@ int main() {
   using regtopk::Run;
   std::printf("parameter server, %u loopback workers, d = %zu, plain SGD\n", regtopk::kWorkers,
               regtopk::kDim);
-  std::printf("%-8s %-16s %10s %16s %18s %14s\n", "density", "aggregate", "rounds/s",
-              "up MB/round", "down MB/round", "dense/ours");
+  std::printf("%-8s %-16s %10s %16s %18s %14s\n", "density", "aggregate", "rounds/s", "up MB/round",
+              "down MB/round", "dense/ours");
   for (double density : {0.001, 0.01}) {
     const auto ours = Run(density, false, density < 0.005 ? 40 : 20);
     const auto dense = Run(density, true, 8);

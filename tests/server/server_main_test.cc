@@ -1,7 +1,6 @@
 // The regtopk-server binary: flags, signals, and a held round ended cleanly by SIGTERM.
-#include <signal.h>
-
 #include <httplib.h>
+#include <signal.h>
 
 #include <map>
 #include <regex>
@@ -128,7 +127,8 @@ TEST(ServerMain, ExitsZeroAfterTheLastRound) {
 std::map<std::string, double> ParsePrometheus(const std::string& text) {
   std::map<std::string, double> values;
   std::istringstream in(text);
-  const std::regex sample(R"(^([a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-z_]+="[^"]*"\})?) ([-+]?[0-9.eE+-]+|\+Inf|NaN)$)");
+  const std::regex sample(
+      R"(^([a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-z_]+="[^"]*"\})?) ([-+]?[0-9.eE+-]+|\+Inf|NaN)$)");
   const std::regex comment(R"(^# (HELP|TYPE) [a-zA-Z_:][a-zA-Z0-9_:]* .+$)");
   for (std::string line; std::getline(in, line);) {
     std::smatch m;

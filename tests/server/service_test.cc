@@ -321,8 +321,8 @@ TEST(ParameterServer, HundredMillionParameterJobCompletesTwoRounds) {
     EXPECT_EQ(s->resyncs(), 0u);  // digests matched after both rounds
     EXPECT_EQ(s->round(), 2u);
   }
-  EXPECT_EQ(std::memcmp(sessions[0]->parameters().data(), sessions[1]->parameters().data(),
-                        4 * dim), 0);
+  EXPECT_EQ(
+      std::memcmp(sessions[0]->parameters().data(), sessions[1]->parameters().data(), 4 * dim), 0);
 }
 
 TEST(ParameterServer, ClientFailsWithinItsDeadlineWhenTheServerIsGone) {

@@ -52,7 +52,8 @@ class Subprocess {
     const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
     while (stdout_.find(needle) == std::string::npos) {
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          end - std::chrono::steady_clock::now()).count();
+                            end - std::chrono::steady_clock::now())
+                            .count();
       if (left <= 0 || !ReadSome(out_fd_, &stdout_, static_cast<int>(left))) return false;
     }
     return true;

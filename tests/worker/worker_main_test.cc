@@ -28,7 +28,8 @@ const std::string kLaunch = kBin + "/regtopk-launch";
 
 std::string TempDir() {
   static int counter = 0;
-  std::string dir = absl::StrCat(::testing::TempDir(), "/regtopk_worker_", getpid(), "_", counter++);
+  std::string dir =
+      absl::StrCat(::testing::TempDir(), "/regtopk_worker_", getpid(), "_", counter++);
   std::filesystem::create_directories(dir);
   return dir;
 }
@@ -102,10 +103,10 @@ TEST(WorkerMain, LinearRegressionOverGrpcEndsWithEveryReplicaEqualToTheServer) {
 // density 0.6, fewer rounds than the paper's 2500 (the full runs are in docs/REPRODUCTION.md).
 double LaunchLinReg(const std::string& algorithm) {
   const std::string dir = TempDir();
-  Subprocess launch(kLaunch, {"--workers=20", "--dataset=linreg", "--model=linear",
-                              absl::StrCat("--algorithm=", algorithm), "--density=0.6", "--mu=4",
-                              "--lr=0.01", "--rounds=600", "--no-plots",
-                              absl::StrCat("--output=", dir)});
+  Subprocess launch(
+      kLaunch, {"--workers=20", "--dataset=linreg", "--model=linear",
+                absl::StrCat("--algorithm=", algorithm), "--density=0.6", "--mu=4", "--lr=0.01",
+                "--rounds=600", "--no-plots", absl::StrCat("--output=", dir)});
   EXPECT_EQ(launch.Wait(), 0) << launch.stdout_text() << launch.stderr_text();
   return NumberField(Slurp(dir + "/summary.json"), "final_gap");
 }
@@ -168,11 +169,11 @@ TEST(Launch, ResNet18CifarRecipeSmokeRun) {
       for (int p = 0; p < 3072; ++p) out.put(static_cast<char>(rng() % 256));
     }
   }
-  Subprocess launch(kLaunch, {"--workers=2", "--model=resnet18", "--dataset=cifar10",
-                              absl::StrCat("--data-dir=", dir), "--partition=quantity",
-                              "--batch-size=20", "--lr=0.01", "--mu=5", "--density=0.001",
-                              "--rounds=2", "--eval-every=2", "--no-plots",
-                              absl::StrCat("--output=", dir, "/out")});
+  Subprocess launch(
+      kLaunch,
+      {"--workers=2", "--model=resnet18", "--dataset=cifar10", absl::StrCat("--data-dir=", dir),
+       "--partition=quantity", "--batch-size=20", "--lr=0.01", "--mu=5", "--density=0.001",
+       "--rounds=2", "--eval-every=2", "--no-plots", absl::StrCat("--output=", dir, "/out")});
   ASSERT_EQ(launch.Wait(), 0) << launch.stdout_text() << launch.stderr_text();
   const auto lines = Lines(dir + "/out/worker_0.jsonl");
   ASSERT_EQ(lines.size(), 2u);
@@ -187,7 +188,8 @@ TEST(Launch, SaysWhichProcessFailed) {
   Subprocess launch(kLaunch, {"--workers=2", "--rounds=5", "--data-dir=/nonexistent",
                               absl::StrCat("--output=", dir), "--no-plots"});
   EXPECT_EQ(launch.Wait(), 1);
-  EXPECT_THAT(launch.stderr_text(), ::testing::ContainsRegex("worker [01] failed with exit code 1"));
+  EXPECT_THAT(launch.stderr_text(),
+              ::testing::ContainsRegex("worker [01] failed with exit code 1"));
   EXPECT_THAT(launch.stderr_text(), HasSubstr("cannot open data file"));
 }
 

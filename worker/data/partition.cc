@@ -14,8 +14,9 @@ namespace regtopk {
 absl::StatusOr<PartitionSpec> ParsePartition(absl::string_view text) {
   PartitionSpec spec;
   const auto bad = [&] {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "bad partition '", text, "'; expected iid, dirichlet:ALPHA (ALPHA > 0) or quantity[:RATIO]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad partition '", text,
+                     "'; expected iid, dirichlet:ALPHA (ALPHA > 0) or quantity[:RATIO]"));
   };
   if (text == "iid") return spec;
   if (absl::StartsWith(text, "dirichlet:")) {
@@ -58,8 +59,9 @@ void SplitByShares(const std::vector<size_t>& items, const std::vector<double>& 
     assigned += counts[i];
     remainders.push_back({exact - counts[i], i});
   }
-  std::sort(remainders.begin(), remainders.end(),
-            [](auto& a, auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+  std::sort(remainders.begin(), remainders.end(), [](auto& a, auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  });
   for (size_t i = 0; assigned < n; ++i, ++assigned) ++counts[remainders[i % w].second];
   size_t at = 0;
   for (size_t i = 0; i < w; ++i) {
@@ -70,13 +72,13 @@ void SplitByShares(const std::vector<size_t>& items, const std::vector<double>& 
 }  // namespace
 
 absl::StatusOr<std::vector<std::vector<size_t>>> Partition(const std::vector<int64_t>& labels,
-                                                            int num_classes,
-                                                            const PartitionSpec& spec,
-                                                            int num_workers, uint64_t seed) {
+                                                           int num_classes,
+                                                           const PartitionSpec& spec,
+                                                           int num_workers, uint64_t seed) {
   const size_t n = labels.size();
   if (num_workers < 1 || n < static_cast<size_t>(num_workers)) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot split ", n, " examples across ",
-                                                   num_workers, " workers"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot split ", n, " examples across ", num_workers, " workers"));
   }
   std::mt19937_64 rng(seed);
   std::vector<std::vector<size_t>> parts(num_workers);

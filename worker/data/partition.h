@@ -30,9 +30,9 @@ absl::StatusOr<PartitionSpec> ParsePartition(absl::string_view text);
 // worker; every worker gets at least one example. `labels` (values in [0, num_classes)) drive
 // the Dirichlet split. INVALID_ARGUMENT if there are fewer examples than workers.
 absl::StatusOr<std::vector<std::vector<size_t>>> Partition(const std::vector<int64_t>& labels,
-                                                            int num_classes,
-                                                            const PartitionSpec& spec,
-                                                            int num_workers, uint64_t seed);
+                                                           int num_classes,
+                                                           const PartitionSpec& spec,
+                                                           int num_workers, uint64_t seed);
 
 }  // namespace regtopk
 

@@ -24,7 +24,8 @@ int64_t Numel(const std::vector<int64_t>& shape) {
 class LinearModel final : public Model {
  public:
   explicit LinearModel(int64_t in)
-      : fc_(register_module("fc", torch::nn::Linear(torch::nn::LinearOptions(in, 1).bias(false)))) {}
+      : fc_(register_module("fc", torch::nn::Linear(torch::nn::LinearOptions(in, 1).bias(false)))) {
+  }
   torch::Tensor forward(const torch::Tensor& x) override {
     return fc_(x.reshape({x.size(0), -1})).squeeze(1);
   }
@@ -51,8 +52,10 @@ class Mlp final : public Model {
 class Cnn final : public Model {
  public:
   explicit Cnn(int classes)
-      : conv1_(register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 32, 5).padding(2)))),
-        conv2_(register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(32, 64, 5).padding(2)))),
+      : conv1_(register_module("conv1",
+                               torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 32, 5).padding(2)))),
+        conv2_(register_module("conv2",
+                               torch::nn::Conv2d(torch::nn::Conv2dOptions(32, 64, 5).padding(2)))),
         fc1_(register_module("fc1", torch::nn::Linear(64 * 7 * 7, 128))),
         fc2_(register_module("fc2", torch::nn::Linear(128, classes))) {}
   torch::Tensor forward(const torch::Tensor& x) override {
@@ -67,7 +70,8 @@ class Cnn final : public Model {
 };
 
 torch::nn::Conv2d Conv3x3(int64_t in, int64_t out, int64_t stride) {
-  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).stride(stride).padding(1).bias(false));
+  return torch::nn::Conv2d(
+      torch::nn::Conv2dOptions(in, out, 3).stride(stride).padding(1).bias(false));
 }
 
 class BasicBlock final : public torch::nn::Module {
@@ -80,8 +84,9 @@ class BasicBlock final : public torch::nn::Module {
     if (stride != 1 || in != out) {
       shortcut_ = register_module(
           "shortcut",
-          torch::nn::Sequential(torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 1).stride(stride).bias(false)),
-                                torch::nn::BatchNorm2d(out)));
+          torch::nn::Sequential(
+              torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 1).stride(stride).bias(false)),
+              torch::nn::BatchNorm2d(out)));
     }
   }
   torch::Tensor forward(const torch::Tensor& x) {
@@ -133,7 +138,8 @@ absl::StatusOr<std::shared_ptr<Model>> CreateModel(const std::string& name,
                                                    const std::vector<int64_t>& shape,
                                                    int num_classes) {
   const std::string got = absl::StrJoin(shape, "x");
-  if (name == "linear" || name == "logistic") return std::shared_ptr<Model>(new LinearModel(Numel(shape)));
+  if (name == "linear" || name == "logistic")
+    return std::shared_ptr<Model>(new LinearModel(Numel(shape)));
   if (name == "mlp") {
     if (num_classes < 2) return absl::InvalidArgumentError("mlp needs a classification data set");
     return std::shared_ptr<Model>(new Mlp(Numel(shape), num_classes));

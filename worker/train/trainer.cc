@@ -56,7 +56,8 @@ absl::Status TorchCall(absl::string_view what, F&& f) {
   try {
     return f();
   } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat(what, ": LibTorch error: ", e.what_without_backtrace()));
+    return absl::InternalError(
+        absl::StrCat(what, ": LibTorch error: ", e.what_without_backtrace()));
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat(what, ": ", e.what()));
   }
@@ -99,7 +100,8 @@ std::vector<size_t> AllRows(size_t n) {
 }
 
 absl::StatusOr<Dataset> LoadImages(const TrainerOptions& o, bool train) {
-  return o.dataset == "cifar10" ? LoadCifar10(o.data_dir, train) : LoadFashionMnist(o.data_dir, train);
+  return o.dataset == "cifar10" ? LoadCifar10(o.data_dir, train)
+                                : LoadFashionMnist(o.data_dir, train);
 }
 
 float ToFloat(const torch::Tensor& t) { return t.item<float>(); }
@@ -125,8 +127,8 @@ absl::Status RunWorker(const TrainerOptions& o) {
 
   MetricsRegistry registry;
   Counter* m_rounds = registry.AddCounter("regtopk_worker_rounds_total", "Rounds completed.");
-  Counter* m_pushed = registry.AddCounter("regtopk_worker_pushed_bytes_total",
-                                          "Encoded gradient bytes pushed.");
+  Counter* m_pushed =
+      registry.AddCounter("regtopk_worker_pushed_bytes_total", "Encoded gradient bytes pushed.");
   Counter* m_received = registry.AddCounter("regtopk_worker_received_bytes_total",
                                             "Encoded aggregate bytes received.");
   Counter* m_dense = registry.AddCounter("regtopk_worker_dense_equivalent_bytes_total",
@@ -137,19 +139,19 @@ absl::Status RunWorker(const TrainerOptions& o) {
                                            "Forward, backward and parameter copies.");
   Counter* m_sparsify = registry.AddCounter("regtopk_worker_sparsify_seconds_total",
                                             "Selection (sparsification) and encoding.");
-  Counter* m_communicate = registry.AddCounter(
-      "regtopk_worker_communicate_seconds_total", "From sending the push to holding the aggregate.");
+  Counter* m_communicate = registry.AddCounter("regtopk_worker_communicate_seconds_total",
+                                               "From sending the push to holding the aggregate.");
   Counter* m_apply = registry.AddCounter("regtopk_worker_apply_seconds_total",
                                          "Decoding and applying the aggregate.");
   Gauge* m_loss = registry.AddGauge("regtopk_worker_train_loss", "Loss of the last local batch.");
-  Gauge* m_accuracy = registry.AddGauge("regtopk_worker_test_accuracy",
-                                        "Test accuracy at the last evaluation.");
+  Gauge* m_accuracy =
+      registry.AddGauge("regtopk_worker_test_accuracy", "Test accuracy at the last evaluation.");
   std::unique_ptr<MetricsHttpExporter> exporter;
   if (o.metrics_port >= 0) {
     REGTOPK_ASSIGN_OR_RETURN(exporter,
                              MetricsHttpExporter::Start(o.metrics_host, o.metrics_port, &registry));
-    std::cerr << "regtopk-worker " << o.worker_id << ": metrics on http://" << o.metrics_host
-              << ":" << exporter->port() << "/metrics" << std::endl;
+    std::cerr << "regtopk-worker " << o.worker_id << ": metrics on http://" << o.metrics_host << ":"
+              << exporter->port() << "/metrics" << std::endl;
   }
 
   return TorchCall("worker", [&]() -> absl::Status {
@@ -181,8 +183,9 @@ absl::Status RunWorker(const TrainerOptions& o) {
     REGTOPK_ASSIGN_OR_RETURN(std::shared_ptr<Model> model,
                              CreateModel(o.model, data.example_shape, data.num_classes));
     if (synthetic && o.model != (o.dataset == "linreg" ? "linear" : "logistic")) {
-      return absl::InvalidArgumentError(absl::StrCat("--dataset=", o.dataset, " needs --model=",
-                                                     o.dataset == "linreg" ? "linear" : "logistic"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--dataset=", o.dataset,
+                       " needs --model=", o.dataset == "linreg" ? "linear" : "logistic"));
     }
     std::vector<torch::Tensor> params = model->parameters();
     std::string layout;
@@ -206,12 +209,14 @@ absl::Status RunWorker(const TrainerOptions& o) {
       REGTOPK_ASSIGN_OR_RETURN(LinRegData lr, MakeLinRegData(lo));
       REGTOPK_ASSIGN_OR_RETURN(data.problem, MakeLinRegProblem(lo));
       const int64_t m = static_cast<int64_t>(lo.samples_per_worker);
-      data.train_x = torch::from_blob(lr.features[o.worker_id].data(), {m, 100}, torch::kFloat).clone();
+      data.train_x =
+          torch::from_blob(lr.features[o.worker_id].data(), {m, 100}, torch::kFloat).clone();
       data.train_y = torch::from_blob(lr.labels[o.worker_id].data(), {m}, torch::kFloat).clone();
       data.initial = lr.initial;
       num_samples = m;
     } else if (o.dataset == "toy") {
-      if (n_workers != 2) return absl::FailedPreconditionError("the toy problem needs a 2-worker job");
+      if (n_workers != 2)
+        return absl::FailedPreconditionError("the toy problem needs a 2-worker job");
       data.problem = MakeToyProblem();
       const float x0 = o.worker_id == 0 ? 100.0f : -100.0f;
       data.train_x = torch::tensor({x0, 1.0f}).reshape({1, 2});
@@ -279,7 +284,7 @@ absl::Status RunWorker(const TrainerOptions& o) {
         torch::Tensor out = model->forward(data.test_x.slice(0, start, end));
         torch::Tensor y = data.test_y.slice(0, start, end);
         total_loss += ToFloat(torch::nn::functional::cross_entropy(
-                          out, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)));
+            out, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)));
         correct += out.argmax(1).eq(y).sum().item<int64_t>();
       }
       model->train();
@@ -338,9 +343,9 @@ absl::Status RunWorker(const TrainerOptions& o) {
           "{\"round\":%d,\"worker\":%d,\"train_loss\":%.6g,\"bytes_pushed\":%d,"
           "\"bytes_received\":%d,\"dense_bytes\":%d,\"entries_sent\":%d,\"compute_s\":%.6f,"
           "\"sparsify_s\":%.6f,\"communicate_s\":%.6f,\"apply_s\":%.6f",
-          stats.round, o.worker_id, train_loss, stats.bytes_pushed, stats.bytes_received,
-          4 * dim, stats.entries_sent, compute_seconds, stats.compress_seconds,
-          stats.communicate_seconds, stats.apply_seconds);
+          stats.round, o.worker_id, train_loss, stats.bytes_pushed, stats.bytes_received, 4 * dim,
+          stats.entries_sent, compute_seconds, stats.compress_seconds, stats.communicate_seconds,
+          stats.apply_seconds);
       m_rounds->Add();
       m_pushed->Add(static_cast<double>(stats.bytes_pushed));
       m_received->Add(static_cast<double>(stats.bytes_received));

@@ -14,7 +14,7 @@
 namespace regtopk {
 
 struct TrainerOptions {
-  std::string server;         // host:port
+  std::string server;  // host:port
   uint32_t worker_id = 0;
   // mlp, cnn, resnet18 (images); linear (linreg); logistic (toy).
   std::string model = "mlp";
@@ -24,17 +24,17 @@ struct TrainerOptions {
   std::string data_dir = "/usr/share/datasets/fashion-mnist";
   // iid, dirichlet:ALPHA, quantity[:RATIO] (ignored by the synthetic data sets).
   std::string partition = "iid";
-  int batch_size = 64;        // ignored by the synthetic data sets (full batch)
-  std::string device = "auto";  // auto, cpu, cuda
-  int eval_every = 50;        // rounds between evaluations; 0 = only at the end
-  bool evaluate = false;      // evaluate on the test set (worker 0 by default in main)
+  int batch_size = 64;           // ignored by the synthetic data sets (full batch)
+  std::string device = "auto";   // auto, cpu, cuda
+  int eval_every = 50;           // rounds between evaluations; 0 = only at the end
+  bool evaluate = false;         // evaluate on the test set (worker 0 by default in main)
   size_t max_eval_examples = 0;  // 0 = the whole test set
-  std::string metrics_path;   // JSON lines, one per round; empty = none
+  std::string metrics_path;      // JSON lines, one per round; empty = none
   // Prometheus metrics on http://metrics_host:metrics_port/metrics; 0 picks a free port
   // (announced on stderr); -1 = off.
   int metrics_port = -1;
   std::string metrics_host = "0.0.0.0";
-  uint64_t seed = 1;          // model initialisation and batch order
+  uint64_t seed = 1;  // model initialisation and batch order
   absl::Duration rpc_timeout = absl::Seconds(30);
   absl::Duration push_timeout = absl::Minutes(10);
   absl::Duration start_timeout = absl::Minutes(5);

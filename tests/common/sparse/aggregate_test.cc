@@ -50,7 +50,10 @@ TEST(AggregateSparse, EqualsLeftToRightSumBitForBit) {
       const uint32_t j = pushes[w].indices[i];
       const float term = weights[w] * pushes[w].values[i];
       auto it = expected.find(j);
-      if (it == expected.end()) expected[j] = term; else it->second = it->second + term;
+      if (it == expected.end())
+        expected[j] = term;
+      else
+        it->second = it->second + term;
     }
   }
   std::vector<SparseView> views(pushes.begin(), pushes.end());

@@ -13,8 +13,8 @@ namespace {
 
 // The specification: a full sort by (score desc, index asc), first k, in index order.
 std::vector<uint32_t> ReferenceTopK(const std::vector<float>& a, float scale,
-                                    const std::vector<uint32_t>& oi,
-                                    const std::vector<float>& os, size_t k) {
+                                    const std::vector<uint32_t>& oi, const std::vector<float>& os,
+                                    size_t k) {
   std::vector<float> score(a.size());
   for (size_t j = 0; j < a.size(); ++j) score[j] = std::fabs(a[j]) * scale;
   for (size_t i = 0; i < oi.size(); ++i) score[oi[i]] = os[i];
@@ -28,8 +28,8 @@ std::vector<uint32_t> ReferenceTopK(const std::vector<float>& a, float scale,
 }
 
 std::vector<uint32_t> SelectWith(TopKSelector& sel, const std::vector<float>& a, float scale,
-                          const std::vector<uint32_t>& oi, const std::vector<float>& os,
-                          size_t k) {
+                                 const std::vector<uint32_t>& oi, const std::vector<float>& os,
+                                 size_t k) {
   std::vector<uint32_t> out;
   sel.Select(a, scale, ScoreOverrides{oi, os}, k, &out);
   return out;
@@ -77,7 +77,8 @@ TEST(TopKSelector, HeavyTiesBreakTowardsLowerIndex) {
     std::vector<float> a(d);
     for (float& x : a) x = static_cast<float>(level(rng));  // -3..3: seven values, many ties
     for (size_t k : {size_t{1}, size_t{5}, d / 10, d / 3, d - 1, d}) {
-      EXPECT_EQ(SelectWith(sel, a, 1.0f, {}, {}, k), ReferenceTopK(a, 1.0f, {}, {}, k)) << d << " " << k;
+      EXPECT_EQ(SelectWith(sel, a, 1.0f, {}, {}, k), ReferenceTopK(a, 1.0f, {}, {}, k))
+          << d << " " << k;
     }
   }
 }

@@ -72,7 +72,8 @@ TEST_P(SparsifierConformance, SentPlusNewErrorEqualsAccumulatedBitForBit) {
       if (keeps_error && rebuilt[j] != 0.0f) {
         ASSERT_EQ(s->error()[j], 0.0f) << j;
       }
-      ASSERT_EQ(sent_plus_error, keeps_error ? accumulated : g[j]) << "round " << round << " j " << j;
+      ASSERT_EQ(sent_plus_error, keeps_error ? accumulated : g[j])
+          << "round " << round << " j " << j;
     }
     if (keeps_error) error.assign(s->error().begin(), s->error().end());
     ASSERT_TRUE(s->ObserveAggregate(out).ok());
@@ -121,8 +122,8 @@ TEST_P(SparsifierConformance, RejectsNonFiniteGradientAndChangesNothing) {
   ASSERT_TRUE(s->Compress(RandomGradient(d, rng), &out).ok());
   ASSERT_TRUE(s->ObserveAggregate(out).ok());
   const std::vector<float> error_before(s->error().begin(), s->error().end());
-  for (float bad : {std::numeric_limits<float>::quiet_NaN(),
-                    std::numeric_limits<float>::infinity()}) {
+  for (float bad :
+       {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
     std::vector<float> g = RandomGradient(d, rng);
     g[4321] = bad;
     absl::Status st = s->Compress(g, &out);
@@ -170,8 +171,8 @@ TEST_P(SparsifierConformance, RejectsBadOptionsWithAClearStatus) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllAlgorithms, SparsifierConformance,
-                         ::testing::Values(Algorithm::kDense, Algorithm::kTopK,
-                                           Algorithm::kRandK, Algorithm::kRegTopK),
+                         ::testing::Values(Algorithm::kDense, Algorithm::kTopK, Algorithm::kRandK,
+                                           Algorithm::kRegTopK),
                          [](const auto& info) { return std::string(AlgorithmName(info.param)); });
 
 TEST(KFromDensity, DoesNotBumpProductsThatAreIntegersUpToRounding) {
@@ -184,8 +185,8 @@ TEST(KFromDensity, DoesNotBumpProductsThatAreIntegersUpToRounding) {
 }
 
 TEST(ParseAlgorithm, NamesRoundTripAndUnknownIsAnError) {
-  for (Algorithm a : {Algorithm::kDense, Algorithm::kTopK, Algorithm::kRandK,
-                      Algorithm::kRegTopK}) {
+  for (Algorithm a :
+       {Algorithm::kDense, Algorithm::kTopK, Algorithm::kRandK, Algorithm::kRegTopK}) {
     EXPECT_EQ(*ParseAlgorithm(AlgorithmName(a)), a);
   }
   EXPECT_THAT(std::string(ParseAlgorithm("top-k").status().message()), HasSubstr("top-k"));

@@ -39,14 +39,15 @@ void WriteTinyIdx(const std::string& dir, const std::string& prefix) {
   std::string images = Be32(0x803) + Be32(3) + Be32(2) + Be32(2);
   for (int i = 0; i < 12; ++i) images.push_back(static_cast<char>(i % 2 ? 255 : 0));
   WriteGz(dir + "/" + prefix + "-images-idx3-ubyte.gz", images);
-  WriteGz(dir + "/" + prefix + "-labels-idx1-ubyte.gz", Be32(0x801) + Be32(3) + std::string("\x00\x09\x03", 3));
+  WriteGz(dir + "/" + prefix + "-labels-idx1-ubyte.gz",
+          Be32(0x801) + Be32(3) + std::string("\x00\x09\x03", 3));
 }
 
 TEST(ReadIdx, ReadsGzippedImagesAndLabels) {
   const std::string dir = TempDir();
   WriteTinyIdx(dir, "train");
-  auto d = ReadIdx(dir + "/train-images-idx3-ubyte.gz", dir + "/train-labels-idx1-ubyte.gz", 0.0f,
-                   1.0f);
+  auto d =
+      ReadIdx(dir + "/train-images-idx3-ubyte.gz", dir + "/train-labels-idx1-ubyte.gz", 0.0f, 1.0f);
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_EQ(d->num_examples, 3u);
   EXPECT_EQ(d->example_shape, (std::vector<int64_t>{1, 2, 2}));

@@ -70,8 +70,8 @@ TEST(Partition, QuantitySkewIsAtLeastFive) {
 }
 
 TEST(ParsePartition, RejectsBadSpecs) {
-  for (const char* bad : {"", "dirichlet", "dirichlet:0", "dirichlet:-1", "dirichlet:x",
-                          "quantity:0.5", "noniid"}) {
+  for (const char* bad :
+       {"", "dirichlet", "dirichlet:0", "dirichlet:-1", "dirichlet:x", "quantity:0.5", "noniid"}) {
     auto r = ParsePartition(bad);
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }
