@@ -15,6 +15,7 @@
 #include "common/wire/sparse_codec.h"
 #include "server/coordinator.h"
 #include "server/service.h"
+#include "tests/testing/random_sparse.h"
 #include "worker/server_client.h"
 
 namespace regtopk {
@@ -31,15 +32,7 @@ struct Result {
 
 std::string RandomPush(size_t k, uint32_t seed) {
   std::mt19937 rng(seed);
-  std::uniform_int_distribution<uint32_t> pick(0, kDim - 1);
-  std::set<uint32_t> idx;
-  while (idx.size() < k) idx.insert(pick(rng));
-  SparseVector v;
-  std::normal_distribution<float> normal;
-  for (uint32_t i : idx) {
-    v.indices.push_back(i);
-    v.values.push_back(normal(rng));
-  }
+  const SparseVector v = RandomSparse(kDim, k, rng);
   std::string s;
   EncodeSparseSmallest(v, kDim, &s);
   return s;

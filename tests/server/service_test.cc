@@ -14,6 +14,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/server/test_server.h"
+#include "tests/testing/random_sparse.h"
 #include "worker/worker_session.h"
 
 namespace regtopk {
@@ -30,19 +31,6 @@ CoordinatorOptions Options(uint32_t workers, Algorithm algorithm, double density
   o.job.sgd.lr = 0.1f;
   o.job.digest_every = 3;
   return o;
-}
-
-SparseVector RandomSparse(size_t dim, size_t nnz, std::mt19937& rng) {
-  std::set<uint32_t> idx;
-  std::uniform_int_distribution<uint32_t> pick(0, dim - 1);
-  while (idx.size() < nnz) idx.insert(pick(rng));
-  std::normal_distribution<float> normal;
-  SparseVector v;
-  for (uint32_t i : idx) {
-    v.indices.push_back(i);
-    v.values.push_back(normal(rng));
-  }
-  return v;
 }
 
 std::string Encode(const SparseVector& v, size_t dim) {

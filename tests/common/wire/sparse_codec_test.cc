@@ -8,28 +8,20 @@
 #include "common/wire/digest.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/random_sparse.h"
 
 namespace regtopk {
 namespace {
 
 using ::testing::HasSubstr;
 
-SparseVector RandomSparse(size_t dim, size_t nnz, uint32_t seed) {
+SparseVector SeededSparse(size_t dim, size_t nnz, uint32_t seed) {
   std::mt19937 rng(seed);
-  std::set<uint32_t> idx;
-  std::uniform_int_distribution<uint32_t> pick(0, dim - 1);
-  while (idx.size() < nnz) idx.insert(pick(rng));
-  std::normal_distribution<float> normal;
-  SparseVector v;
-  for (uint32_t i : idx) {
-    v.indices.push_back(i);
-    v.values.push_back(normal(rng));
-  }
-  return v;
+  return RandomSparse(dim, nnz, rng);
 }
 
 TEST(SparseCodec, EveryFormatRoundTripsBitForBit) {
-  SparseVector v = RandomSparse(100000, 3000, 1);
+  SparseVector v = SeededSparse(100000, 3000, 1);
   v.values[7] = -0.0f;
   v.values[8] = 1e-45f;  // denormal
   for (SparseFormat f : {SparseFormat::kSparse, SparseFormat::kBitmap, SparseFormat::kDense}) {
@@ -51,12 +43,12 @@ TEST(SparseCodec, EveryFormatRoundTripsBitForBit) {
 
 TEST(SparseCodec, PicksTheSmallestEncoding) {
   const size_t d = 1000000;
-  EXPECT_EQ(SmallestFormat(RandomSparse(d, 1000, 2), d), SparseFormat::kSparse);
-  EXPECT_EQ(SmallestFormat(RandomSparse(d, 200000, 3), d), SparseFormat::kBitmap);
-  SparseVector full = RandomSparse(1000, 1000, 4);
+  EXPECT_EQ(SmallestFormat(SeededSparse(d, 1000, 2), d), SparseFormat::kSparse);
+  EXPECT_EQ(SmallestFormat(SeededSparse(d, 200000, 3), d), SparseFormat::kBitmap);
+  SparseVector full = SeededSparse(1000, 1000, 4);
   EXPECT_EQ(SmallestFormat(full, 1000), SparseFormat::kDense);
   // Sparse at 0.1 % of 1 M: about 6.4 bytes per entry (a 2-byte gap + 4-byte value).
-  SparseVector v = RandomSparse(d, 1000, 5);
+  SparseVector v = SeededSparse(d, 1000, 5);
   EXPECT_LT(EncodedSize(v, d, SparseFormat::kSparse), 7 * 1000 + 16);
 }
 
