@@ -47,16 +47,13 @@ class Subprocess {
     if (err_fd_ >= 0) close(err_fd_);
   }
 
-  // Reads stdout until it holds `needle` or `timeout_ms` passes; returns whether it does.
+  // Reads stdout (stderr) until it holds `needle` or `timeout_ms` passes; returns whether it
+  // does.
   bool WaitForStdout(const std::string& needle, int timeout_ms) {
-    const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-    while (stdout_.find(needle) == std::string::npos) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                            end - std::chrono::steady_clock::now())
-                            .count();
-      if (left <= 0 || !ReadSome(out_fd_, &stdout_, static_cast<int>(left))) return false;
-    }
-    return true;
+    return WaitFor(out_fd_, &stdout_, needle, timeout_ms);
+  }
+  bool WaitForStderr(const std::string& needle, int timeout_ms) {
+    return WaitFor(err_fd_, &stderr_, needle, timeout_ms);
   }
 
   void Signal(int sig) { kill(pid_, sig); }
@@ -83,6 +80,17 @@ class Subprocess {
   const std::string& stderr_text() const { return stderr_; }
 
  private:
+  static bool WaitFor(int fd, std::string* text, const std::string& needle, int timeout_ms) {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (text->find(needle) == std::string::npos) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            end - std::chrono::steady_clock::now())
+                            .count();
+      if (left <= 0 || !ReadSome(fd, text, static_cast<int>(left))) return false;
+    }
+    return true;
+  }
+
   // Appends what is available within `timeout_ms`; false on EOF or timeout.
   static bool ReadSome(int fd, std::string* into, int timeout_ms) {
     pollfd p{fd, POLLIN, 0};

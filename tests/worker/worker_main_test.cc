@@ -1,5 +1,6 @@
 // The real binaries together: regtopk-server, regtopk-worker processes and regtopk-launch on
 // 127.0.0.1. This test binary itself links no LibTorch.
+#include <httplib.h>
 #include <signal.h>
 
 #include <filesystem>
@@ -48,10 +49,14 @@ std::vector<std::string> Lines(const std::string& path) {
   return lines;
 }
 
-double NumberField(const std::string& json, const std::string& key) {
+// The number after "key": in a JSON line, or after "key " at a line start (Prometheus text).
+double NumberField(const std::string& text, const std::string& key) {
   std::smatch m;
-  if (!std::regex_search(json, m, std::regex("\"" + key + "\":\\s*([-+0-9.eE]+)"))) return NAN;
-  return std::stod(m[1].str());
+  if (std::regex_search(text, m, std::regex("\"" + key + "\":\\s*([-+0-9.eE]+)")) ||
+      std::regex_search(text, m, std::regex("(?:^|\n)" + key + " ([-+0-9.eE]+)"))) {
+    return std::stod(m[1].str());
+  }
+  return NAN;
 }
 
 std::string StartServer(Subprocess& server) {
@@ -116,6 +121,47 @@ TEST(WorkerMain, LinearRegressionRegTopKConvergesWhereTopKPlateaus) {
   const double topk = LaunchLinReg("topk");
   EXPECT_LT(std::log10(regtopk), -6) << regtopk;
   EXPECT_GT(std::log10(topk), -4) << topk;
+}
+
+// The worker's /metrics endpoint: its round counter and byte counters move while it trains.
+TEST(WorkerMain, MetricsEndpointCountsRounds) {
+  Subprocess server(kServer, {"--host=127.0.0.1", "--port=0", "--workers=1", "--algorithm=topk",
+                              "--density=0.5", "--lr=0.001", "--log-every=0"});  // unbounded
+  const std::string address = StartServer(server);
+  ASSERT_FALSE(address.empty());
+  Subprocess worker(kWorker, {absl::StrCat("--server=", address), "--dataset=linreg",
+                              "--model=linear", "--metrics-port=0"});
+  ASSERT_TRUE(worker.WaitForStderr("/metrics\n", 30000)) << worker.stderr_text();
+  std::smatch m;
+  const std::string err = worker.stderr_text();
+  ASSERT_TRUE(std::regex_search(err, m, std::regex("metrics on http://[0-9.]+:([0-9]+)/metrics")));
+  httplib::Client http("127.0.0.1", std::stoi(m[1].str()));
+  auto scrape = [&](const std::string& name) {
+    auto res = http.Get("/metrics");
+    EXPECT_TRUE(res && res->status == 200);
+    return res ? NumberField(res->body, name) : NAN;  // NumberField reads "name value" too
+  };
+  double first = 0;
+  for (int i = 0; i < 200 && !(first >= 1); ++i) {
+    first = scrape("regtopk_worker_rounds_total");
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_GE(first, 1);
+  double later = first;
+  for (int i = 0; i < 200 && later <= first; ++i) {
+    absl::SleepFor(absl::Milliseconds(20));
+    later = scrape("regtopk_worker_rounds_total");
+  }
+  EXPECT_GT(later, first);
+  EXPECT_GT(scrape("regtopk_worker_pushed_bytes_total"), 0);
+  EXPECT_GT(scrape("regtopk_worker_upstream_compression_ratio"), 1);
+  server.Signal(SIGTERM);
+  EXPECT_EQ(server.Wait(), 0);
+  // Its push in flight is refused (UNAVAILABLE, or CANCELLED if gRPC's own shutdown got there
+  // first): a clear error and exit 1.
+  EXPECT_EQ(worker.Wait(), 1);
+  EXPECT_THAT(worker.stderr_text(), ::testing::ContainsRegex("Push of round [0-9]+ to .* failed"))
+      << worker.stderr_text();
 }
 
 TEST(WorkerMain, BadDataDirFailsNamingTheFile) {
