@@ -107,9 +107,21 @@ void BM_Floor(benchmark::State& state) {
 }
 
 // Densities in parts per million: 1000 = 0.1 %, 10000 = 1 %.
-BENCHMARK(BM_RegTopK_Ours)->Arg(1000)->Arg(10000)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_TopK_Ours)->Arg(1000)->Arg(10000)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_RegTopK_Torch)->Arg(1000)->Arg(10000)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_RegTopK_Ours)
+    ->ArgName("density_ppm")
+    ->Arg(1000)
+    ->Arg(10000)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_TopK_Ours)
+    ->ArgName("density_ppm")
+    ->Arg(1000)
+    ->Arg(10000)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_RegTopK_Torch)
+    ->ArgName("density_ppm")
+    ->Arg(1000)
+    ->Arg(10000)
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Floor)->Unit(benchmark::kMillisecond);
 
 }  // namespace

@@ -162,6 +162,85 @@ TEST(ParameterServer, ReplicasEqualTheServerAfterRounds) {
   }
 }
 
+// Fault injection through the ServerClient seam: forwards everything, but corrupts the
+// aggregate that one round's push returns, as a bit flip on the way would.
+class CorruptingClient final : public ServerClient {
+ public:
+  CorruptingClient(std::unique_ptr<ServerClient> inner, uint64_t corrupt_round)
+      : inner_(std::move(inner)), corrupt_round_(corrupt_round) {}
+  absl::StatusOr<JoinReply> Join(uint32_t w, uint64_t n, uint64_t d, uint64_t l) override {
+    return inner_->Join(w, n, d, l);
+  }
+  absl::Status UploadParameters(uint32_t w, absl::Span<const float> v) override {
+    return inner_->UploadParameters(w, v);
+  }
+  absl::StatusOr<PulledParameters> PullParameters(uint32_t w) override {
+    return inner_->PullParameters(w);
+  }
+  absl::StatusOr<PushReply> Push(uint32_t w, uint64_t round, absl::string_view e) override {
+    auto reply = inner_->Push(w, round, e);
+    if (reply.ok() && round == corrupt_round_) {
+      SparseVector agg;
+      EXPECT_TRUE(DecodeSparse(reply->encoded, dim_, dim_, &agg).ok());
+      agg.values[0] += 1.0f;
+      EncodeSparseSmallest(agg, dim_, &reply->encoded);
+    }
+    return reply;
+  }
+  absl::StatusOr<ServerStatusInfo> GetStatus() override { return inner_->GetStatus(); }
+
+  void set_dim(size_t dim) { dim_ = dim; }
+
+ private:
+  std::unique_ptr<ServerClient> inner_;
+  const uint64_t corrupt_round_;
+  size_t dim_ = 0;
+};
+
+TEST(ParameterServer, DriftedReplicaIsDetectedByTheDigestAndRepulled) {
+  const size_t dim = 5000;
+  CoordinatorOptions o = Options(2, Algorithm::kTopK, 0.01);
+  o.job.digest_every = 3;  // digests after rounds 2, 5
+  o.job.total_rounds = 6;
+  TestServer server(o);
+  auto honest = server.NewClient();
+  CorruptingClient corrupt(server.NewClient(), /*corrupt_round=*/1);
+  corrupt.set_dim(dim);
+  std::vector<ServerClient*> clients{honest.get(), &corrupt};
+  std::vector<std::unique_ptr<WorkerSession>> sessions(2);
+  std::vector<std::vector<bool>> resynced(2);
+  std::vector<std::thread> threads;
+  for (uint32_t w = 0; w < 2; ++w) {
+    threads.emplace_back([&, w] {
+      WorkerSessionOptions so;
+      so.worker_id = w;
+      auto s = WorkerSession::Start(clients[w], so, std::vector<float>(dim, 0.5f));
+      ASSERT_TRUE(s.ok()) << s.status();
+      sessions[w] = std::move(*s);
+      std::mt19937 rng(w);
+      std::normal_distribution<float> normal;
+      std::vector<float> g(dim);
+      while (!sessions[w]->finished()) {
+        for (float& x : g) x = normal(rng);
+        auto stats = sessions[w]->Step(g);
+        ASSERT_TRUE(stats.ok()) << stats.status();
+        resynced[w].push_back(stats->resynced);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  ASSERT_TRUE(sessions[0] && sessions[1]);
+  // Worker 1 applied a wrong aggregate in round 1; the digest after round 2 caught it.
+  EXPECT_EQ(resynced[1], (std::vector<bool>{false, false, true, false, false, false}));
+  EXPECT_EQ(sessions[1]->resyncs(), 1u);
+  EXPECT_EQ(sessions[0]->resyncs(), 0u);
+  auto pulled = honest->PullParameters(0);
+  ASSERT_TRUE(pulled.ok());
+  for (auto& s : sessions) {
+    EXPECT_EQ(std::memcmp(s->parameters().data(), pulled->values.data(), 4 * dim), 0);
+  }
+}
+
 TEST(ParameterServer, RejectsBadPushesAndStillAggregatesExactly) {
   const size_t dim = 1000;
   TestServer server(Options(2, Algorithm::kTopK, 0.01));  // k = 10
