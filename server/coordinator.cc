@@ -32,6 +32,8 @@ Coordinator::Coordinator(CoordinatorOptions options) : options_(std::move(option
   num_samples_.assign(n, 0);
   pushes_.resize(n);
   callbacks_.resize(n);
+  push_digests_.assign(n, 0);
+  last_push_digests_.assign(n, 0);
   if (options_.job.weighting == Weighting::kUniform) {
     weights_.assign(n, 1.0f / static_cast<float>(n));
   }
@@ -201,11 +203,38 @@ absl::Status Coordinator::Push(uint32_t worker_id, uint64_t round, absl::string_
     if (options_.metrics) options_.metrics->Rejected(reason)->Add();
     return s;
   };
+  const uint64_t payload_digest = DigestBytes(encoded);
   uint64_t dim;
   {
-    absl::MutexLock lock(&mu_);
-    if (absl::Status s = check(); !s.ok()) return reject(s);
-    dim = dim_;
+    std::shared_ptr<const RoundResult> cached;
+    PushCallback superseded;
+    bool took_over = false;
+    {
+      absl::MutexLock lock(&mu_);
+      const bool known = !shutting_down_ && worker_id < joined_.size() && joined_[worker_id];
+      if (known && last_round_ && round + 1 == round_ &&
+          last_push_digests_[worker_id] == payload_digest) {
+        cached = last_round_;  // a retry after a lost reply
+      } else if (known && round == round_ && pushes_[worker_id].has_value() &&
+                 push_digests_[worker_id] == payload_digest) {
+        // A retry while the round is open (or closing, when the slot is already empty): the
+        // new call takes over; the closer also answers callbacks that arrive while it works.
+        superseded = std::move(callbacks_[worker_id]);
+        callbacks_[worker_id] = std::move(done);
+        took_over = true;
+      } else {
+        if (absl::Status s = check(); !s.ok()) return reject(s);
+        dim = dim_;
+      }
+    }
+    if (cached) {
+      done(std::move(cached));
+      return absl::OkStatus();
+    }
+    if (took_over) {
+      if (superseded) superseded(absl::AbortedError("superseded by a retry of the same push"));
+      return absl::OkStatus();
+    }
   }
   SparseVector grad;
   absl::Status decoded = DecodeSparse(encoded, dim, options_.job.MaxEntries(dim), &grad);
@@ -223,6 +252,7 @@ absl::Status Coordinator::Push(uint32_t worker_id, uint64_t round, absl::string_
   }
   pushes_[worker_id] = std::move(grad);
   callbacks_[worker_id] = std::move(done);
+  push_digests_[worker_id] = payload_digest;
   ++pushed_;
   return absl::OkStatus();
 }
@@ -288,6 +318,12 @@ void Coordinator::CloserLoop() {
       pushed_ = 0;
       ++round_;
       last_round_ = shared;
+      last_push_digests_.swap(push_digests_);
+      // Retries that arrived while the round was closing.
+      for (auto& cb : callbacks_) {
+        if (cb) callbacks.push_back(std::move(cb));
+        cb = nullptr;
+      }
     }
     if (ServerMetrics* m = options_.metrics) {
       const absl::Time now = absl::Now();

@@ -105,6 +105,9 @@ class Coordinator {
 
   // Accepts worker `worker_id`'s encoded sparse gradient for `round`. Returns the rejection
   // (nothing recorded, `done` never called) or OK, after which `done` is called exactly once.
+  // Retries are idempotent: the same bytes again for the open round take over the earlier call
+  // (which gets ABORTED) without counting twice; the same bytes for the round that just closed
+  // are answered at once with that round's result (a worker whose reply was lost recovers).
   // FAILED_PRECONDITION: unknown worker, parameters not ready, weights not yet known, round
   // other than the current one, second push for the round, job finished. INVALID_ARGUMENT:
   // anything DecodeSparse rejects (with more than k entries as the limit). UNAVAILABLE: shut down.
@@ -148,6 +151,10 @@ class Coordinator {
   // This round's accepted pushes, by worker id.
   std::vector<std::optional<SparseVector>> pushes_ ABSL_GUARDED_BY(mu_);
   std::vector<PushCallback> callbacks_ ABSL_GUARDED_BY(mu_);
+  // Digests of the payloads accepted for the open round and for the round that just closed,
+  // by worker id: they recognise retries.
+  std::vector<uint64_t> push_digests_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint64_t> last_push_digests_ ABSL_GUARDED_BY(mu_);
   uint32_t pushed_ ABSL_GUARDED_BY(mu_) = 0;
   std::shared_ptr<const RoundResult> last_round_ ABSL_GUARDED_BY(mu_);
   uint64_t rejected_pushes_ ABSL_GUARDED_BY(mu_) = 0;

@@ -115,7 +115,18 @@ absl::StatusOr<StepStats> WorkerSession::Step(absl::Span<const float> gradient) 
   stats.entries_sent = sent_.nnz();
   stats.bytes_pushed = encoded_.size();
   absl::Time t1 = absl::Now();
-  REGTOPK_ASSIGN_OR_RETURN(PushReply reply, client_->Push(options_.worker_id, round_, encoded_));
+  absl::StatusOr<PushReply> pushed = client_->Push(options_.worker_id, round_, encoded_);
+  absl::Duration backoff = absl::Milliseconds(100);
+  for (int attempt = 1; attempt < options_.push_attempts && !pushed.ok() &&
+                        (pushed.status().code() == absl::StatusCode::kUnavailable ||
+                         pushed.status().code() == absl::StatusCode::kAborted);
+       ++attempt) {
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(2));
+    pushed = client_->Push(options_.worker_id, round_, encoded_);
+  }
+  if (!pushed.ok()) return pushed.status();
+  PushReply reply = std::move(*pushed);
   absl::Time t2 = absl::Now();
   stats.bytes_received = reply.encoded.size();
   // The aggregate of N pushes may hold up to N * k entries: bounded by d only.

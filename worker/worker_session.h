@@ -30,6 +30,9 @@ struct WorkerSessionOptions {
   // How long Start waits for the other workers to join (sample weighting) or for the first
   // worker's parameter upload.
   absl::Duration start_timeout = absl::Minutes(5);
+  // Attempts per round's push: a push that fails with UNAVAILABLE or ABORTED (a dropped
+  // connection, a lost reply) is sent again; the server treats the same bytes as a retry.
+  int push_attempts = 3;
 };
 
 struct StepStats {

@@ -241,6 +241,102 @@ TEST(ParameterServer, DriftedReplicaIsDetectedByTheDigestAndRepulled) {
   }
 }
 
+// Loses the reply of one round's push after the server answered it, as a dropped connection
+// would: the session's retry must be answered from the server's cache.
+class LostReplyClient final : public ServerClient {
+ public:
+  LostReplyClient(std::unique_ptr<ServerClient> inner, uint64_t lose_round)
+      : inner_(std::move(inner)), lose_round_(lose_round) {}
+  absl::StatusOr<JoinReply> Join(uint32_t w, uint64_t n, uint64_t d, uint64_t l) override {
+    return inner_->Join(w, n, d, l);
+  }
+  absl::Status UploadParameters(uint32_t w, absl::Span<const float> v) override {
+    return inner_->UploadParameters(w, v);
+  }
+  absl::StatusOr<PulledParameters> PullParameters(uint32_t w) override {
+    return inner_->PullParameters(w);
+  }
+  absl::StatusOr<PushReply> Push(uint32_t w, uint64_t round, absl::string_view e) override {
+    ++pushes_;
+    auto reply = inner_->Push(w, round, e);
+    if (reply.ok() && round == lose_round_ && !lost_) {
+      lost_ = true;
+      return absl::UnavailableError("connection reset (injected)");
+    }
+    return reply;
+  }
+  absl::StatusOr<ServerStatusInfo> GetStatus() override { return inner_->GetStatus(); }
+  int pushes() const { return pushes_; }
+
+ private:
+  std::unique_ptr<ServerClient> inner_;
+  const uint64_t lose_round_;
+  bool lost_ = false;
+  int pushes_ = 0;
+};
+
+TEST(ParameterServer, LostReplyIsRecoveredByRetryingThePush) {
+  const size_t dim = 3000;
+  CoordinatorOptions o = Options(2, Algorithm::kRegTopK, 0.01);
+  o.job.total_rounds = 4;
+  o.job.digest_every = 1;
+  TestServer server(o);
+  auto honest = server.NewClient();
+  LostReplyClient flaky(server.NewClient(), /*lose_round=*/1);
+  std::vector<ServerClient*> clients{honest.get(), &flaky};
+  std::vector<std::unique_ptr<WorkerSession>> sessions(2);
+  std::vector<std::thread> threads;
+  for (uint32_t w = 0; w < 2; ++w) {
+    threads.emplace_back([&, w] {
+      WorkerSessionOptions so;
+      so.worker_id = w;
+      auto s = WorkerSession::Start(clients[w], so, std::vector<float>(dim, 0.1f));
+      ASSERT_TRUE(s.ok()) << s.status();
+      sessions[w] = std::move(*s);
+      std::mt19937 rng(10 + w);
+      std::normal_distribution<float> normal;
+      std::vector<float> g(dim);
+      while (!sessions[w]->finished()) {
+        for (float& x : g) x = normal(rng);
+        auto stats = sessions[w]->Step(g);
+        ASSERT_TRUE(stats.ok()) << stats.status();
+        EXPECT_FALSE(stats->resynced);  // the retry got the very same aggregate
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  ASSERT_TRUE(sessions[0] && sessions[1]);
+  EXPECT_EQ(flaky.pushes(), 5);  // 4 rounds + 1 retry
+  EXPECT_EQ(server.coordinator().GetStatus().round, 4u);
+  EXPECT_EQ(server.coordinator().GetStatus().rejected_pushes, 0u);
+  EXPECT_EQ(
+      std::memcmp(sessions[0]->parameters().data(), sessions[1]->parameters().data(), 4 * dim), 0);
+}
+
+TEST(ParameterServer, RetryOfAHeldPushTakesOverWithoutCountingTwice) {
+  const size_t dim = 100;
+  TestServer server(Options(2, Algorithm::kTopK, 0.05));  // k = 5
+  auto clients = JoinAll(server, 2, dim);
+  auto retry_client = server.NewClient();
+  const std::string payload = Encode(SparseVector{{1, 2}, {1.0f, 2.0f}}, dim);
+  absl::StatusOr<PushReply> first = absl::UnknownError(""), second = absl::UnknownError("");
+  std::thread a([&] { first = clients[0]->Push(0, 0, payload); });
+  while (server.coordinator().GetStatus().pushes_this_round == 0) std::this_thread::yield();
+  std::thread b([&] { second = retry_client->Push(0, 0, payload); });
+  a.join();  // superseded by the retry
+  EXPECT_EQ(first.status().code(), absl::StatusCode::kAborted) << first.status();
+  EXPECT_EQ(server.coordinator().GetStatus().pushes_this_round, 1u);
+  auto other = clients[1]->Push(1, 0, Encode(SparseVector{{2}, {4.0f}}, dim));
+  b.join();
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ(second->encoded, other->encoded);
+  SparseVector agg;
+  ASSERT_TRUE(DecodeSparse(second->encoded, dim, dim, &agg).ok());
+  EXPECT_EQ(agg.indices, (std::vector<uint32_t>{1, 2}));
+  EXPECT_EQ(agg.values, (std::vector<float>{0.5f, 3.0f}));  // counted once: 0.5*2 + 0.5*4
+}
+
 TEST(ParameterServer, RejectsBadPushesAndStillAggregatesExactly) {
   const size_t dim = 1000;
   TestServer server(Options(2, Algorithm::kTopK, 0.01));  // k = 10
@@ -287,7 +383,9 @@ TEST(ParameterServer, RejectsBadPushesAndStillAggregatesExactly) {
     done = true;
   });
   while (server.coordinator().GetStatus().pushes_this_round == 0) std::this_thread::yield();
-  auto dup = clients[1]->Push(0, 1, Encode(ok, dim));
+  SparseVector different = ok;
+  different.values[0] += 1.0f;
+  auto dup = clients[1]->Push(0, 1, Encode(different, dim));
   EXPECT_EQ(dup.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(dup.status().message()), HasSubstr("already pushed round 1"));
   EXPECT_FALSE(done);
