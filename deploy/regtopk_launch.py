@@ -102,6 +102,7 @@ def main():
         log = open(os.path.join(args.output, "server.log")).read().strip()
         sys.exit(f"regtopk-launch: the server did not start (exit {server.returncode}): {log}")
     address = f"127.0.0.1:{m.group(1)}"
+    print(f"regtopk-launch: server on {address}, {args.workers} workers, output in {args.output}", flush=True)
 
     threads = args.threads_per_worker or max(1, (os.cpu_count() or 1) // args.workers)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))

@@ -229,6 +229,28 @@ TEST(Launch, ResNet18CifarRecipeSmokeRun) {
   EXPECT_THAT(lines.back(), HasSubstr("\"entries_sent\":11174"));
 }
 
+TEST(Launch, CtrlCStopsTheServerAndEveryWorker) {
+  const std::string dir = TempDir();
+  Subprocess launch(kLaunch, {"--workers=2", "--dataset=linreg", "--model=linear",
+                              "--rounds=1000000", "--lr=0.001", "--no-plots",
+                              absl::StrCat("--output=", dir)});
+  ASSERT_TRUE(launch.WaitForStdout("round ", 60000)) << launch.stdout_text();
+  std::smatch m;
+  const std::string out = launch.stdout_text();
+  ASSERT_TRUE(std::regex_search(out, m, std::regex("server on (127.0.0.1:[0-9]+)")));
+  launch.Signal(SIGINT);
+  EXPECT_EQ(launch.Wait(), 130);
+  EXPECT_THAT(launch.stdout_text(), HasSubstr("interrupted"));
+  Subprocess health(kBin + "/regtopk-health", {"--server=" + m[1].str(), "--timeout-seconds=1"});
+  EXPECT_EQ(health.Wait(), 1) << "the server outlived the launcher";
+  for (int w = 0; w < 2; ++w) {
+    // A worker still running would keep appending rounds.
+    const size_t before = Lines(absl::StrCat(dir, "/worker_", w, ".jsonl")).size();
+    absl::SleepFor(absl::Milliseconds(300));
+    EXPECT_EQ(Lines(absl::StrCat(dir, "/worker_", w, ".jsonl")).size(), before);
+  }
+}
+
 TEST(Launch, SaysWhichProcessFailed) {
   const std::string dir = TempDir();
   Subprocess launch(kLaunch, {"--workers=2", "--rounds=5", "--data-dir=/nonexistent",
