@@ -92,6 +92,62 @@ void ExpectExactRound(std::vector<std::unique_ptr<ServerClient>>& clients, uint6
   }
 }
 
+// Forwards every call to a real client; fault-injecting clients override what they break.
+class ForwardingClient : public ServerClient {
+ public:
+  explicit ForwardingClient(std::unique_ptr<ServerClient> inner) : inner_(std::move(inner)) {}
+  absl::StatusOr<JoinReply> Join(uint32_t w, uint64_t n, uint64_t d, uint64_t l) override {
+    return inner_->Join(w, n, d, l);
+  }
+  absl::Status UploadParameters(uint32_t w, absl::Span<const float> v) override {
+    return inner_->UploadParameters(w, v);
+  }
+  absl::StatusOr<PulledParameters> PullParameters(uint32_t w) override {
+    return inner_->PullParameters(w);
+  }
+  absl::StatusOr<PushReply> Push(uint32_t w, uint64_t round, absl::string_view e) override {
+    return inner_->Push(w, round, e);
+  }
+  absl::StatusOr<ServerStatusInfo> GetStatus() override { return inner_->GetStatus(); }
+
+ private:
+  std::unique_ptr<ServerClient> inner_;
+};
+
+// Runs one WorkerSession per client to the end of the job, each worker on its own thread with
+// seeded random gradients; returns the sessions and every step's stats by worker.
+struct SessionRun {
+  std::vector<std::unique_ptr<WorkerSession>> sessions;
+  std::vector<std::vector<StepStats>> steps;
+};
+SessionRun RunSessions(const std::vector<ServerClient*>& clients, const std::vector<float>& init) {
+  const size_t n = clients.size();
+  SessionRun run;
+  run.sessions.resize(n);
+  run.steps.resize(n);
+  std::vector<std::thread> threads;
+  for (uint32_t w = 0; w < n; ++w) {
+    threads.emplace_back([&, w] {
+      WorkerSessionOptions so;
+      so.worker_id = w;
+      auto s = WorkerSession::Start(clients[w], so, init);
+      ASSERT_TRUE(s.ok()) << s.status();
+      run.sessions[w] = std::move(*s);
+      std::mt19937 rng(100 + w);
+      std::normal_distribution<float> normal;
+      std::vector<float> g(init.size());
+      while (!run.sessions[w]->finished()) {
+        for (float& x : g) x = normal(rng);
+        auto stats = run.sessions[w]->Step(g);
+        ASSERT_TRUE(stats.ok()) << stats.status();
+        run.steps[w].push_back(*stats);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  return run;
+}
+
 TEST(ParameterServer, AggregateEqualsDirectComputationBitForBit) {
   const size_t dim = 50000, k = 500;
   TestServer server(Options(4, Algorithm::kTopK, 0.01));
@@ -114,40 +170,17 @@ TEST(ParameterServer, ReplicasEqualTheServerAfterRounds) {
     o.job.sgd.weight_decay = 1e-3f;
     o.job.total_rounds = 7;
     TestServer server(o);
-    std::vector<std::unique_ptr<ServerClient>> clients;
-    std::vector<std::unique_ptr<WorkerSession>> sessions(3);
-    std::vector<std::thread> threads;
     std::mt19937 init_rng(9);
     std::vector<float> init(dim);
     for (float& x : init) x = std::normal_distribution<float>()(init_rng);
+    std::vector<std::unique_ptr<ServerClient>> clients;
     for (uint32_t w = 0; w < 3; ++w) clients.push_back(server.NewClient());
-    std::vector<absl::Status> results(3);
-    for (uint32_t w = 0; w < 3; ++w) {
-      threads.emplace_back([&, w] {
-        WorkerSessionOptions so;
-        so.worker_id = w;
-        auto s = WorkerSession::Start(clients[w].get(), so, init);
-        if (!s.ok()) {
-          results[w] = s.status();
-          return;
-        }
-        sessions[w] = std::move(*s);
-        std::mt19937 rng(100 + w);
-        std::normal_distribution<float> normal;
-        std::vector<float> g(dim);
-        while (!sessions[w]->finished()) {
-          for (float& x : g) x = normal(rng);
-          auto stats = sessions[w]->Step(g);
-          if (!stats.ok()) {
-            results[w] = stats.status();
-            return;
-          }
-          EXPECT_FALSE(stats->resynced);
-        }
-      });
+    SessionRun run = RunSessions({clients[0].get(), clients[1].get(), clients[2].get()}, init);
+    auto& sessions = run.sessions;
+    for (auto& s : sessions) ASSERT_TRUE(s);
+    for (const auto& steps : run.steps) {
+      for (const StepStats& st : steps) EXPECT_FALSE(st.resynced);
     }
-    for (auto& t : threads) t.join();
-    for (auto& r : results) ASSERT_TRUE(r.ok()) << r;
     auto pulled = clients[0]->PullParameters(0);
     ASSERT_TRUE(pulled.ok()) << pulled.status();
     EXPECT_EQ(pulled->round, 7u);
@@ -164,21 +197,12 @@ TEST(ParameterServer, ReplicasEqualTheServerAfterRounds) {
 
 // Fault injection through the ServerClient seam: forwards everything, but corrupts the
 // aggregate that one round's push returns, as a bit flip on the way would.
-class CorruptingClient final : public ServerClient {
+class CorruptingClient final : public ForwardingClient {
  public:
-  CorruptingClient(std::unique_ptr<ServerClient> inner, uint64_t corrupt_round)
-      : inner_(std::move(inner)), corrupt_round_(corrupt_round) {}
-  absl::StatusOr<JoinReply> Join(uint32_t w, uint64_t n, uint64_t d, uint64_t l) override {
-    return inner_->Join(w, n, d, l);
-  }
-  absl::Status UploadParameters(uint32_t w, absl::Span<const float> v) override {
-    return inner_->UploadParameters(w, v);
-  }
-  absl::StatusOr<PulledParameters> PullParameters(uint32_t w) override {
-    return inner_->PullParameters(w);
-  }
+  CorruptingClient(std::unique_ptr<ServerClient> inner, uint64_t corrupt_round, size_t dim)
+      : ForwardingClient(std::move(inner)), corrupt_round_(corrupt_round), dim_(dim) {}
   absl::StatusOr<PushReply> Push(uint32_t w, uint64_t round, absl::string_view e) override {
-    auto reply = inner_->Push(w, round, e);
+    auto reply = ForwardingClient::Push(w, round, e);
     if (reply.ok() && round == corrupt_round_) {
       SparseVector agg;
       EXPECT_TRUE(DecodeSparse(reply->encoded, dim_, dim_, &agg).ok());
@@ -187,14 +211,10 @@ class CorruptingClient final : public ServerClient {
     }
     return reply;
   }
-  absl::StatusOr<ServerStatusInfo> GetStatus() override { return inner_->GetStatus(); }
-
-  void set_dim(size_t dim) { dim_ = dim; }
 
  private:
-  std::unique_ptr<ServerClient> inner_;
   const uint64_t corrupt_round_;
-  size_t dim_ = 0;
+  const size_t dim_;
 };
 
 TEST(ParameterServer, DriftedReplicaIsDetectedByTheDigestAndRepulled) {
@@ -204,34 +224,14 @@ TEST(ParameterServer, DriftedReplicaIsDetectedByTheDigestAndRepulled) {
   o.job.total_rounds = 6;
   TestServer server(o);
   auto honest = server.NewClient();
-  CorruptingClient corrupt(server.NewClient(), /*corrupt_round=*/1);
-  corrupt.set_dim(dim);
-  std::vector<ServerClient*> clients{honest.get(), &corrupt};
-  std::vector<std::unique_ptr<WorkerSession>> sessions(2);
-  std::vector<std::vector<bool>> resynced(2);
-  std::vector<std::thread> threads;
-  for (uint32_t w = 0; w < 2; ++w) {
-    threads.emplace_back([&, w] {
-      WorkerSessionOptions so;
-      so.worker_id = w;
-      auto s = WorkerSession::Start(clients[w], so, std::vector<float>(dim, 0.5f));
-      ASSERT_TRUE(s.ok()) << s.status();
-      sessions[w] = std::move(*s);
-      std::mt19937 rng(w);
-      std::normal_distribution<float> normal;
-      std::vector<float> g(dim);
-      while (!sessions[w]->finished()) {
-        for (float& x : g) x = normal(rng);
-        auto stats = sessions[w]->Step(g);
-        ASSERT_TRUE(stats.ok()) << stats.status();
-        resynced[w].push_back(stats->resynced);
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
+  CorruptingClient corrupt(server.NewClient(), /*corrupt_round=*/1, dim);
+  SessionRun run = RunSessions({honest.get(), &corrupt}, std::vector<float>(dim, 0.5f));
+  auto& sessions = run.sessions;
   ASSERT_TRUE(sessions[0] && sessions[1]);
   // Worker 1 applied a wrong aggregate in round 1; the digest after round 2 caught it.
-  EXPECT_EQ(resynced[1], (std::vector<bool>{false, false, true, false, false, false}));
+  std::vector<bool> resynced;
+  for (const StepStats& st : run.steps[1]) resynced.push_back(st.resynced);
+  EXPECT_EQ(resynced, (std::vector<bool>{false, false, true, false, false, false}));
   EXPECT_EQ(sessions[1]->resyncs(), 1u);
   EXPECT_EQ(sessions[0]->resyncs(), 0u);
   auto pulled = honest->PullParameters(0);
@@ -243,33 +243,22 @@ TEST(ParameterServer, DriftedReplicaIsDetectedByTheDigestAndRepulled) {
 
 // Loses the reply of one round's push after the server answered it, as a dropped connection
 // would: the session's retry must be answered from the server's cache.
-class LostReplyClient final : public ServerClient {
+class LostReplyClient final : public ForwardingClient {
  public:
   LostReplyClient(std::unique_ptr<ServerClient> inner, uint64_t lose_round)
-      : inner_(std::move(inner)), lose_round_(lose_round) {}
-  absl::StatusOr<JoinReply> Join(uint32_t w, uint64_t n, uint64_t d, uint64_t l) override {
-    return inner_->Join(w, n, d, l);
-  }
-  absl::Status UploadParameters(uint32_t w, absl::Span<const float> v) override {
-    return inner_->UploadParameters(w, v);
-  }
-  absl::StatusOr<PulledParameters> PullParameters(uint32_t w) override {
-    return inner_->PullParameters(w);
-  }
+      : ForwardingClient(std::move(inner)), lose_round_(lose_round) {}
   absl::StatusOr<PushReply> Push(uint32_t w, uint64_t round, absl::string_view e) override {
     ++pushes_;
-    auto reply = inner_->Push(w, round, e);
+    auto reply = ForwardingClient::Push(w, round, e);
     if (reply.ok() && round == lose_round_ && !lost_) {
       lost_ = true;
       return absl::UnavailableError("connection reset (injected)");
     }
     return reply;
   }
-  absl::StatusOr<ServerStatusInfo> GetStatus() override { return inner_->GetStatus(); }
   int pushes() const { return pushes_; }
 
  private:
-  std::unique_ptr<ServerClient> inner_;
   const uint64_t lose_round_;
   bool lost_ = false;
   int pushes_ = 0;
@@ -283,29 +272,12 @@ TEST(ParameterServer, LostReplyIsRecoveredByRetryingThePush) {
   TestServer server(o);
   auto honest = server.NewClient();
   LostReplyClient flaky(server.NewClient(), /*lose_round=*/1);
-  std::vector<ServerClient*> clients{honest.get(), &flaky};
-  std::vector<std::unique_ptr<WorkerSession>> sessions(2);
-  std::vector<std::thread> threads;
-  for (uint32_t w = 0; w < 2; ++w) {
-    threads.emplace_back([&, w] {
-      WorkerSessionOptions so;
-      so.worker_id = w;
-      auto s = WorkerSession::Start(clients[w], so, std::vector<float>(dim, 0.1f));
-      ASSERT_TRUE(s.ok()) << s.status();
-      sessions[w] = std::move(*s);
-      std::mt19937 rng(10 + w);
-      std::normal_distribution<float> normal;
-      std::vector<float> g(dim);
-      while (!sessions[w]->finished()) {
-        for (float& x : g) x = normal(rng);
-        auto stats = sessions[w]->Step(g);
-        ASSERT_TRUE(stats.ok()) << stats.status();
-        EXPECT_FALSE(stats->resynced);  // the retry got the very same aggregate
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
+  SessionRun run = RunSessions({honest.get(), &flaky}, std::vector<float>(dim, 0.1f));
+  auto& sessions = run.sessions;
   ASSERT_TRUE(sessions[0] && sessions[1]);
+  for (const auto& steps : run.steps) {
+    for (const StepStats& st : steps) EXPECT_FALSE(st.resynced);  // the retry got the same bytes
+  }
   EXPECT_EQ(flaky.pushes(), 5);  // 4 rounds + 1 retry
   EXPECT_EQ(server.coordinator().GetStatus().round, 4u);
   EXPECT_EQ(server.coordinator().GetStatus().rejected_pushes, 0u);

@@ -26,6 +26,7 @@
 #include "worker/data/partition.h"
 #include "worker/server_client.h"
 #include "worker/train/models.h"
+#include "worker/worker_metrics.h"
 #include "worker/worker_session.h"
 
 namespace regtopk {
@@ -126,26 +127,7 @@ absl::Status RunWorker(const TrainerOptions& o) {
   }
 
   MetricsRegistry registry;
-  Counter* m_rounds = registry.AddCounter("regtopk_worker_rounds_total", "Rounds completed.");
-  Counter* m_pushed =
-      registry.AddCounter("regtopk_worker_pushed_bytes_total", "Encoded gradient bytes pushed.");
-  Counter* m_received = registry.AddCounter("regtopk_worker_received_bytes_total",
-                                            "Encoded aggregate bytes received.");
-  Counter* m_dense = registry.AddCounter("regtopk_worker_dense_equivalent_bytes_total",
-                                         "Bytes the pushes would have taken dense.");
-  Gauge* m_ratio = registry.AddGauge("regtopk_worker_upstream_compression_ratio",
-                                     "Dense-equivalent bytes over pushed bytes, cumulative.");
-  Counter* m_compute = registry.AddCounter("regtopk_worker_compute_seconds_total",
-                                           "Forward, backward and parameter copies.");
-  Counter* m_sparsify = registry.AddCounter("regtopk_worker_sparsify_seconds_total",
-                                            "Selection (sparsification) and encoding.");
-  Counter* m_communicate = registry.AddCounter("regtopk_worker_communicate_seconds_total",
-                                               "From sending the push to holding the aggregate.");
-  Counter* m_apply = registry.AddCounter("regtopk_worker_apply_seconds_total",
-                                         "Decoding and applying the aggregate.");
-  Gauge* m_loss = registry.AddGauge("regtopk_worker_train_loss", "Loss of the last local batch.");
-  Gauge* m_accuracy =
-      registry.AddGauge("regtopk_worker_test_accuracy", "Test accuracy at the last evaluation.");
+  WorkerMetrics prometheus(&registry);
   std::unique_ptr<MetricsHttpExporter> exporter;
   if (o.metrics_port >= 0) {
     REGTOPK_ASSIGN_OR_RETURN(exporter,
@@ -346,16 +328,7 @@ absl::Status RunWorker(const TrainerOptions& o) {
           stats.round, o.worker_id, train_loss, stats.bytes_pushed, stats.bytes_received, 4 * dim,
           stats.entries_sent, compute_seconds, stats.compress_seconds, stats.communicate_seconds,
           stats.apply_seconds);
-      m_rounds->Add();
-      m_pushed->Add(static_cast<double>(stats.bytes_pushed));
-      m_received->Add(static_cast<double>(stats.bytes_received));
-      m_dense->Add(4.0 * dim);
-      m_ratio->Set(m_dense->value() / m_pushed->value());
-      m_compute->Add(compute_seconds);
-      m_sparsify->Add(stats.compress_seconds);
-      m_communicate->Add(stats.communicate_seconds);
-      m_apply->Add(stats.apply_seconds);
-      m_loss->Set(train_loss);
+      prometheus.RecordRound(stats, compute_seconds, train_loss, dim);
       if (data.problem) {
         absl::StrAppendFormat(&line, ",\"%s\":%.9g", data.problem->metric_name(),
                               data.problem->Metric(session->parameters()));
@@ -365,7 +338,7 @@ absl::Status RunWorker(const TrainerOptions& o) {
           ((o.eval_every > 0 && (stats.round + 1) % o.eval_every == 0) || last)) {
         double test_loss, accuracy;
         evaluate(&test_loss, &accuracy);
-        m_accuracy->Set(accuracy);
+        prometheus.RecordAccuracy(accuracy);
         absl::StrAppendFormat(&line, ",\"test_loss\":%.6g,\"test_accuracy\":%.6g", test_loss,
                               accuracy);
       }

@@ -1,0 +1,37 @@
+// WorkerMetrics: one worker's Prometheus metrics, registered in a MetricsRegistry and updated
+// once per round. Thread-safe (every member is an atomic metric owned by the registry).
+#ifndef REGTOPK_WORKER_WORKER_METRICS_H_
+#define REGTOPK_WORKER_WORKER_METRICS_H_
+
+#include <cstddef>
+
+#include "common/metrics/registry.h"
+#include "worker/worker_session.h"
+
+namespace regtopk {
+
+struct WorkerMetrics {
+  // Registers every metric in `registry` (borrowed; must outlive this).
+  explicit WorkerMetrics(MetricsRegistry* registry);
+
+  // Records one round: the session's step, the local compute time, the batch loss, for a
+  // model of `dim` parameters.
+  void RecordRound(const StepStats& stats, double compute_seconds, double train_loss, size_t dim);
+  void RecordAccuracy(double accuracy) { test_accuracy->Set(accuracy); }
+
+  Counter* rounds;
+  Counter* pushed_bytes;
+  Counter* received_bytes;
+  Counter* dense_equivalent_bytes;
+  Gauge* upstream_compression;
+  Counter* compute_seconds;
+  Counter* sparsify_seconds;
+  Counter* communicate_seconds;
+  Counter* apply_seconds;
+  Gauge* train_loss;
+  Gauge* test_accuracy;
+};
+
+}  // namespace regtopk
+
+#endif  // REGTOPK_WORKER_WORKER_METRICS_H_
