@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/sparse/aggregate.h"
 #include "common/status/status_macros.h"
@@ -253,8 +254,49 @@ absl::Status Coordinator::Push(uint32_t worker_id, uint64_t round, absl::string_
   pushes_[worker_id] = std::move(grad);
   callbacks_[worker_id] = std::move(done);
   push_digests_[worker_id] = payload_digest;
-  ++pushed_;
+  if (++pushed_ == 1) first_push_time_ = absl::Now();
   return absl::OkStatus();
+}
+
+bool Coordinator::WaitForFullRoundLocked() {
+  const absl::Condition full(
+      +[](Coordinator* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu_) {
+        return c->shutting_down_ || c->pushed_ == c->options_.job.num_workers;
+      },
+      this);
+  const absl::Condition started(
+      +[](Coordinator* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu_) {
+        return c->shutting_down_ || c->pushed_ > 0;
+      },
+      this);
+  const absl::Duration timeout = options_.round_timeout;
+  while (true) {
+    if (timeout <= absl::ZeroDuration()) {
+      mu_.Await(full);
+      return !shutting_down_;
+    }
+    mu_.Await(started);
+    if (mu_.AwaitWithDeadline(full, first_push_time_ + timeout)) return !shutting_down_;
+    // Abandon the round: nothing was applied, so starting it over loses nothing but time.
+    std::vector<PushCallback> expired;
+    std::vector<uint32_t> missing;
+    for (uint32_t w = 0; w < pushes_.size(); ++w) {
+      if (!pushes_[w].has_value()) missing.push_back(w);
+      if (callbacks_[w]) expired.push_back(std::move(callbacks_[w]));
+      callbacks_[w] = nullptr;
+      pushes_[w].reset();
+      push_digests_[w] = 0;
+    }
+    pushed_ = 0;
+    const std::string message = absl::StrCat(
+        "round ", round_, " did not close within ", absl::FormatDuration(timeout),
+        ": no push from worker(s) ", absl::StrJoin(missing, ", "),
+        " (dead, stuck or misconfigured); the round was abandoned");
+    if (ServerMetrics* m = options_.metrics) m->abandoned_rounds->Add();
+    mu_.Unlock();
+    for (PushCallback& cb : expired) cb(absl::DeadlineExceededError(message));
+    mu_.Lock();
+  }
 }
 
 void Coordinator::CloserLoop() {
@@ -267,13 +309,11 @@ void Coordinator::CloserLoop() {
     std::vector<PushCallback> callbacks;
     uint64_t round, dim;
     {
-      absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(
-          +[](Coordinator* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu_) {
-            return c->shutting_down_ || c->pushed_ == c->options_.job.num_workers;
-          },
-          this));
-      if (shutting_down_) return;
+      mu_.Lock();
+      if (!WaitForFullRoundLocked()) {
+        mu_.Unlock();
+        return;
+      }
       // The pushes are moved out but their slots stay engaged, so a duplicate push for this
       // round is still refused while the round closes.
       for (uint32_t w = 0; w < n; ++w) {
@@ -285,6 +325,7 @@ void Coordinator::CloserLoop() {
       weights = weights_;
       round = round_;
       dim = dim_;
+      mu_.Unlock();
     }
     auto result = std::make_shared<RoundResult>();
     result->round = round;

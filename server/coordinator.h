@@ -34,6 +34,10 @@ struct CoordinatorOptions {
   uint64_t max_dim = uint64_t{1} << 31;
   // Send every aggregate in the dense encoding (the benchmark's baseline); lossless either way.
   bool force_dense_aggregate = false;
+  // A round that has not closed this long after its first push is abandoned: the waiting
+  // pushes get DEADLINE_EXCEEDED naming the workers that never pushed (dead or stuck), and the
+  // round starts over with nothing applied. Zero = wait forever.
+  absl::Duration round_timeout = absl::ZeroDuration();
   // Borrowed, may be null; must outlive the coordinator.
   ServerMetrics* metrics = nullptr;
   // Called (from the coordinator's thread, outside locks) after each round closes; may be empty.
@@ -132,6 +136,10 @@ class Coordinator {
  private:
   explicit Coordinator(CoordinatorOptions options);
   void CloserLoop();
+  // Blocks until every worker has pushed the open round (true) or the coordinator shuts down
+  // (false). Rounds that time out meanwhile are abandoned (see round_timeout); their callbacks
+  // run with mu_ released.
+  bool WaitForFullRoundLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool WeightsKnownLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ComputeWeightsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -156,6 +164,7 @@ class Coordinator {
   std::vector<uint64_t> push_digests_ ABSL_GUARDED_BY(mu_);
   std::vector<uint64_t> last_push_digests_ ABSL_GUARDED_BY(mu_);
   uint32_t pushed_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time first_push_time_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<const RoundResult> last_round_ ABSL_GUARDED_BY(mu_);
   uint64_t rejected_pushes_ ABSL_GUARDED_BY(mu_) = 0;
 

@@ -42,6 +42,9 @@ ABSL_FLAG(
 ABSL_FLAG(uint64_t, seed, 1, "seed handed to the workers' sparsifiers (worker n: seed + n)");
 ABSL_FLAG(bool, force_dense_aggregate, false,
           "always send the aggregate dense (a baseline for benchmarks; still lossless)");
+ABSL_FLAG(double, round_timeout_seconds, 600,
+          "abandon a round that has not closed this long after its first push, telling the "
+          "waiting workers which ones never pushed (dead peers); 0 = wait forever");
 ABSL_FLAG(int, log_every, 1, "log one line every N closed rounds; 0 = never");
 ABSL_FLAG(int, metrics_port, -1,
           "serve Prometheus metrics on http://HOST:PORT/metrics; 0 picks a free port (printed "
@@ -100,6 +103,9 @@ int Main() {
   ServerMetrics metrics(&registry);
   options.metrics = &metrics;
   options.force_dense_aggregate = absl::GetFlag(FLAGS_force_dense_aggregate);
+  const double round_timeout = absl::GetFlag(FLAGS_round_timeout_seconds);
+  if (!(round_timeout >= 0)) FlagErrorExit(kProgram, "--round-timeout-seconds must be >= 0");
+  options.round_timeout = absl::Seconds(round_timeout);
   const int log_every = absl::GetFlag(FLAGS_log_every);
   const uint64_t total_rounds = options.job.total_rounds;
   options.on_round_closed = [log_every, total_rounds](const RoundResult& r) {

@@ -11,6 +11,8 @@ constexpr const char* kReasons[] = {"unknown_worker", "wrong_round", "duplicate"
 
 ServerMetrics::ServerMetrics(MetricsRegistry* r)
     : rounds(r->AddCounter("regtopk_rounds_total", "Rounds closed.")),
+      abandoned_rounds(r->AddCounter("regtopk_abandoned_rounds_total",
+                                     "Rounds abandoned because a worker never pushed in time.")),
       round_seconds(r->AddHistogram(
           "regtopk_round_duration_seconds", "Wall time from one round's close to the next's.",
           {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30})),

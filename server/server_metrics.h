@@ -18,6 +18,7 @@ struct ServerMetrics {
   Counter* Rejected(const std::string& reason) const;
 
   Counter* rounds;
+  Counter* abandoned_rounds;
   Histogram* round_seconds;  // from one round's close to the next's
   Counter* bytes_received;   // payload bytes: pushes and uploads
   Counter* bytes_sent;       // payload bytes: aggregates and pulls

@@ -67,8 +67,9 @@ struct GrpcClientOptions {
   std::string target;                                   // host:port
   absl::Duration rpc_timeout = absl::Seconds(30);       // Join, GetStatus
   absl::Duration transfer_timeout = absl::Minutes(10);  // UploadParameters, PullParameters
-  // A push waits for the slowest worker of the round.
-  absl::Duration push_timeout = absl::Minutes(10);
+  // A push waits for the slowest worker of the round; longer than the server's default round
+  // timeout (10 min), so that a dead peer is reported by the server, which knows who is missing.
+  absl::Duration push_timeout = absl::Minutes(15);
 
   absl::Status Validate() const;
 };

@@ -29,8 +29,9 @@ ABSL_FLAG(int, metrics_port, -1,
           "stderr); -1 = off");
 ABSL_FLAG(uint64_t, seed, 1, "seed of the model initialisation and the batch order");
 ABSL_FLAG(double, rpc_timeout_seconds, 30, "deadline of join/status calls, in seconds");
-ABSL_FLAG(double, push_timeout_seconds, 600,
-          "deadline of one round's push-and-wait, in seconds (covers the slowest worker)");
+ABSL_FLAG(double, push_timeout_seconds, 900,
+          "deadline of one round's push-and-wait, in seconds (covers the slowest worker; keep it "
+          "above the server's --round-timeout-seconds, which names a dead peer)");
 ABSL_FLAG(double, start_timeout_seconds, 300,
           "how long to wait for the other workers and the initial parameters, in seconds");
 

@@ -309,6 +309,24 @@ TEST(ParameterServer, RetryOfAHeldPushTakesOverWithoutCountingTwice) {
   EXPECT_EQ(agg.values, (std::vector<float>{0.5f, 3.0f}));  // counted once: 0.5*2 + 0.5*4
 }
 
+TEST(ParameterServer, RoundWithADeadPeerTimesOutNamingItAndStartsOver) {
+  const size_t dim = 100;
+  CoordinatorOptions o = Options(3, Algorithm::kTopK, 0.05);
+  o.round_timeout = absl::Milliseconds(300);
+  TestServer server(o);
+  auto clients = JoinAll(server, 3, dim);
+  const std::string payload = Encode(SparseVector{{1}, {1.0f}}, dim);
+  const absl::Time start = absl::Now();
+  auto lonely = clients[0]->Push(0, 0, payload);  // workers 1 and 2 never push
+  EXPECT_EQ(lonely.status().code(), absl::StatusCode::kDeadlineExceeded) << lonely.status();
+  EXPECT_THAT(std::string(lonely.status().message()), HasSubstr("no push from worker(s) 1, 2"));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  EXPECT_EQ(server.coordinator().GetStatus().round, 0u);
+  EXPECT_EQ(server.coordinator().GetStatus().pushes_this_round, 0u);
+  std::mt19937 rng(4);
+  ExpectExactRound(clients, 0, dim, 5, rng);  // the same round, from scratch, still exact
+}
+
 TEST(ParameterServer, RejectsBadPushesAndStillAggregatesExactly) {
   const size_t dim = 1000;
   TestServer server(Options(2, Algorithm::kTopK, 0.01));  // k = 10

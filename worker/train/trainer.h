@@ -36,7 +36,7 @@ struct TrainerOptions {
   std::string metrics_host = "0.0.0.0";
   uint64_t seed = 1;  // model initialisation and batch order
   absl::Duration rpc_timeout = absl::Seconds(30);
-  absl::Duration push_timeout = absl::Minutes(10);
+  absl::Duration push_timeout = absl::Minutes(15);
   absl::Duration start_timeout = absl::Minutes(5);
 
   // INVALID_ARGUMENT naming the bad field.
