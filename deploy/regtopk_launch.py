@@ -137,6 +137,16 @@ def main():
             except subprocess.TimeoutExpired:
                 p.kill()
 
+    try:
+        run_job(args, procs, workers, followers, server, stop_all, interrupted)
+    except BaseException:
+        # Whatever went wrong in here (a bug, an unreadable metrics file), never leave the
+        # server and the workers running behind the user's back.
+        stop_all()
+        raise
+
+
+def run_job(args, procs, workers, followers, server, stop_all, interrupted):
     start = time.time()
     failed = None
     last_acc = None
@@ -218,7 +228,7 @@ def main():
         "bytes_sent": sent, "bytes_received": received, "dense_bytes_equivalent": dense,
         "upstream_compression": dense / sent if sent else None,
         "downstream_compression": dense / received if received else None,
-        "worker0_mean_seconds": {k: mean(k) for k in ("compute_s", "sparsify_s", "communicate_s", "apply_s")},
+        "worker0_mean_seconds": {k: mean(k) for k in ("compute_s", "sparsify_s", "communicate_s", "wait_s", "apply_s")},
         "param_digests": [f.rows[-1].get("param_digest") if f.rows else None for f in followers],
     }
     with open(os.path.join(args.output, "summary.json"), "w") as f:

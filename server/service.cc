@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "common/rpc/conversions.h"
 #include "common/wire/chunking.h"
 
@@ -274,11 +275,14 @@ class PushReactor final : public grpc::ServerBidiReactor<v1::PushChunk, v1::Aggr
     }
     // The reactor stays alive until Finish, and Finish is only called by whoever claims it, so
     // the callback may use the raw pointer once it has claimed.
-    auto deliver = [shared = shared_](absl::StatusOr<std::shared_ptr<const RoundResult>> r) {
+    const absl::Time submitted = absl::Now();
+    auto deliver = [shared = shared_,
+                    submitted](absl::StatusOr<std::shared_ptr<const RoundResult>> r) {
       if (!shared->claim.TryClaim()) return;  // already finished (cancelled)
       PushReactor* self = shared->reactor;
       if (!r.ok()) return self->Finish(ToGrpcStatus(r.status()));
       self->result_ = std::move(*r);
+      self->held_us_ = static_cast<uint64_t>(absl::ToInt64Microseconds(absl::Now() - submitted));
       self->WriteNext();
     };
     absl::Status s = service_->coordinator_->Push(worker_id_, round_, payload_, deliver);
@@ -292,7 +296,10 @@ class PushReactor final : public grpc::ServerBidiReactor<v1::PushChunk, v1::Aggr
     const size_t n = std::min(kChunkBytes, bytes.size() - offset_);
     out_.Clear();
     out_.set_round(result_->round);
-    if (offset_ == 0) out_.set_total_bytes(bytes.size());
+    if (offset_ == 0) {
+      out_.set_total_bytes(bytes.size());
+      out_.set_held_us(held_us_);
+    }
     out_.set_payload(bytes.data() + offset_, n);
     offset_ += n;
     if (offset_ == bytes.size() && result_->has_digest) {
@@ -325,6 +332,7 @@ class PushReactor final : public grpc::ServerBidiReactor<v1::PushChunk, v1::Aggr
   uint64_t total_ = 0;
   std::string payload_;
   std::shared_ptr<const RoundResult> result_;
+  uint64_t held_us_ = 0;
   size_t offset_ = 0;
 };
 

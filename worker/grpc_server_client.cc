@@ -128,7 +128,10 @@ class GrpcServerClient final : public ServerClient {
     reply.round = round;
     v1::AggregateChunk in;
     while (stream->Read(&in)) {
-      if (reply.encoded.empty()) reply.encoded.reserve(in.total_bytes());
+      if (reply.encoded.empty()) {
+        reply.encoded.reserve(in.total_bytes());
+        reply.held_seconds = static_cast<double>(in.held_us()) * 1e-6;
+      }
       reply.encoded.append(in.payload());
       if (in.has_digest()) {
         reply.has_digest = true;

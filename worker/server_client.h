@@ -37,6 +37,8 @@ struct PushReply {
   std::string encoded;  // SparseCodec encoding of the round's aggregate
   bool has_digest = false;
   uint64_t digest = 0;
+  // How long the server held the push waiting for the other workers.
+  double held_seconds = 0;
 };
 
 struct ServerStatusInfo {

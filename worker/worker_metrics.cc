@@ -18,6 +18,9 @@ WorkerMetrics::WorkerMetrics(MetricsRegistry* r)
                                      "Selection (sparsification) and encoding.")),
       communicate_seconds(r->AddCounter("regtopk_worker_communicate_seconds_total",
                                         "From sending the push to holding the aggregate.")),
+      wait_seconds(r->AddCounter("regtopk_worker_wait_seconds_total",
+                                 "Part of the communicate time the server held the push for "
+                                 "slower workers.")),
       apply_seconds(r->AddCounter("regtopk_worker_apply_seconds_total",
                                   "Decoding and applying the aggregate.")),
       train_loss(r->AddGauge("regtopk_worker_train_loss", "Loss of the last local batch.")),
@@ -33,6 +36,7 @@ void WorkerMetrics::RecordRound(const StepStats& stats, double compute, double l
   compute_seconds->Add(compute);
   sparsify_seconds->Add(stats.compress_seconds);
   communicate_seconds->Add(stats.communicate_seconds);
+  wait_seconds->Add(stats.wait_seconds);
   apply_seconds->Add(stats.apply_seconds);
   train_loss->Set(loss);
 }

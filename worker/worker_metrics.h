@@ -27,6 +27,7 @@ struct WorkerMetrics {
   Counter* compute_seconds;
   Counter* sparsify_seconds;
   Counter* communicate_seconds;
+  Counter* wait_seconds;
   Counter* apply_seconds;
   Gauge* train_loss;
   Gauge* test_accuracy;

@@ -129,6 +129,7 @@ absl::StatusOr<StepStats> WorkerSession::Step(absl::Span<const float> gradient) 
   PushReply reply = std::move(*pushed);
   absl::Time t2 = absl::Now();
   stats.bytes_received = reply.encoded.size();
+  stats.wait_seconds = reply.held_seconds;
   // The aggregate of N pushes may hold up to N * k entries: bounded by d only.
   absl::Status decoded = DecodeSparse(reply.encoded, dim(), dim(), &aggregate_);
   if (!decoded.ok()) {

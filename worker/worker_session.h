@@ -42,7 +42,8 @@ struct StepStats {
   size_t bytes_received = 0;  // encoded aggregate
   size_t aggregate_nnz = 0;
   double compress_seconds = 0;  // sparsify + encode
-  double communicate_seconds = 0;
+  double communicate_seconds = 0;  // push sent .. aggregate received, wait included
+  double wait_seconds = 0;         // of which the server held the push for slower workers
   double apply_seconds = 0;  // decode + optimizer + observe (+ digest check)
   bool resynced = false;     // the digest mismatched and parameters were re-pulled
 };

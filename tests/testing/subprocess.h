@@ -22,6 +22,7 @@ class Subprocess {
     if (pipe(out) != 0 || pipe(err) != 0) return;
     pid_ = fork();
     if (pid_ == 0) {
+      setpgid(0, 0);  // its own process group, so that cleanup reaches its children too
       dup2(out[1], 1);
       dup2(err[1], 2);
       close(out[0]);
@@ -40,8 +41,10 @@ class Subprocess {
   }
   ~Subprocess() {
     if (pid_ > 0 && !exited_) {
-      kill(pid_, SIGKILL);
+      kill(-pid_, SIGKILL);
       Wait();
+    } else if (pid_ > 0) {
+      kill(-pid_, SIGKILL);  // anything the process left behind in its group
     }
     if (out_fd_ >= 0) close(out_fd_);
     if (err_fd_ >= 0) close(err_fd_);

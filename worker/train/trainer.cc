@@ -324,10 +324,10 @@ absl::Status RunWorker(const TrainerOptions& o) {
       std::string line = absl::StrFormat(
           "{\"round\":%d,\"worker\":%d,\"train_loss\":%.6g,\"bytes_pushed\":%d,"
           "\"bytes_received\":%d,\"dense_bytes\":%d,\"entries_sent\":%d,\"compute_s\":%.6f,"
-          "\"sparsify_s\":%.6f,\"communicate_s\":%.6f,\"apply_s\":%.6f",
+          "\"sparsify_s\":%.6f,\"communicate_s\":%.6f,\"wait_s\":%.6f,\"apply_s\":%.6f",
           stats.round, o.worker_id, train_loss, stats.bytes_pushed, stats.bytes_received, 4 * dim,
           stats.entries_sent, compute_seconds, stats.compress_seconds, stats.communicate_seconds,
-          stats.apply_seconds);
+          stats.wait_seconds, stats.apply_seconds);
       prometheus.RecordRound(stats, compute_seconds, train_loss, dim);
       if (data.problem) {
         absl::StrAppendFormat(&line, ",\"%s\":%.9g", data.problem->metric_name(),
