@@ -94,6 +94,11 @@ TEST(WorkerMain, LinearRegressionOverGrpcEndsWithEveryReplicaEqualToTheServer) {
   for (int w = 0; w < 3; ++w) {
     const auto lines = Lines(absl::StrCat(dir, "/w", w, ".jsonl"));
     ASSERT_EQ(lines.size(), 150u);
+    for (const std::string& line : lines) {
+      ASSERT_THAT(line, ::testing::MatchesRegex(
+                            "\\{\"round\":[0-9]+,\"worker\":[0-9],\"train_loss\":.*"
+                            "\"communicate_s\":[0-9.]+,\"wait_s\":[0-9.]+,\"apply_s\":[0-9.]+.*\\}"));
+    }
     EXPECT_LT(NumberField(lines.back(), "gap"), NumberField(lines.front(), "gap") / 100)
         << "the loss decreases";
     EXPECT_THAT(lines.back(), HasSubstr("\"param_digest\":\"" + server_digest + "\""))
