@@ -1,6 +1,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "common/rpc/conversions.h"
@@ -86,6 +87,11 @@ class GrpcServerClient final : public ServerClient {
     while (reader->Read(&chunk)) {
       if (!bad.ok()) continue;  // drain
       if (first) {
+        if (chunk.dim() == 0 || chunk.dim() > std::numeric_limits<uint32_t>::max()) {
+          bad = absl::DataLossError("PullParameters: the server announced an impossible size");
+          context.TryCancel();
+          continue;
+        }
         out.values.resize(chunk.dim());
         out.round = chunk.round();
         first = false;
@@ -129,7 +135,8 @@ class GrpcServerClient final : public ServerClient {
     v1::AggregateChunk in;
     while (stream->Read(&in)) {
       if (reply.encoded.empty()) {
-        reply.encoded.reserve(in.total_bytes());
+        // The announced size is only a hint: never let it allocate more than a sane bound.
+        reply.encoded.reserve(std::min<uint64_t>(in.total_bytes(), uint64_t{1} << 30));
         reply.held_seconds = static_cast<double>(in.held_us()) * 1e-6;
       }
       reply.encoded.append(in.payload());

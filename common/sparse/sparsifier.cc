@@ -275,6 +275,19 @@ class RegTopKSparsifier final : public ErrorFeedbackSparsifier {
         no_evidence_scale_(static_cast<float>(std::tanh(std::fabs(1.0 + kRegTopKQ) / options.mu))) {
   }
 
+  absl::Status ObserveAggregate(SparseView aggregate) override {
+    // g_prev is only needed on last round's mask: a merge of two sorted lists.
+    size_t a = 0;
+    const size_t na = aggregate.indices.size();
+    for (size_t i = 0; i < prev_indices_.size(); ++i) {
+      const uint32_t j = prev_indices_[i];
+      while (a < na && aggregate.indices[a] < j) ++a;
+      prev_aggregate_[i] = (a < na && aggregate.indices[a] == j) ? aggregate.values[a] : 0.0f;
+    }
+    observed_ = true;
+    return absl::OkStatus();
+  }
+
  protected:
   absl::Status BeforeCompress() override {
     if (compressed_ && !observed_) {
@@ -311,20 +324,6 @@ class RegTopKSparsifier final : public ErrorFeedbackSparsifier {
     prev_aggregate_.assign(sent.nnz(), 0.0f);
     compressed_ = true;
     observed_ = false;
-  }
-
- public:
-  absl::Status ObserveAggregate(SparseView aggregate) override {
-    // g_prev is only needed on last round's mask: a merge of two sorted lists.
-    size_t a = 0;
-    const size_t na = aggregate.indices.size();
-    for (size_t i = 0; i < prev_indices_.size(); ++i) {
-      const uint32_t j = prev_indices_[i];
-      while (a < na && aggregate.indices[a] < j) ++a;
-      prev_aggregate_[i] = (a < na && aggregate.indices[a] == j) ? aggregate.values[a] : 0.0f;
-    }
-    observed_ = true;
-    return absl::OkStatus();
   }
 
  private:
