@@ -234,16 +234,18 @@ class PushReactor final : public grpc::ServerBidiReactor<v1::PushChunk, v1::Aggr
       const uint64_t dim = service_->coordinator_->dim();
       const size_t limit = MaxEncodedBytes(dim, service_->coordinator_->job().MaxEntries(dim));
       if (total_ > limit) {
-        return Done(InvalidArgument(absl::StrCat("push of ", total_, " bytes exceeds the limit of ",
-                                                 limit, " bytes for this job")));
+        return Reject("oversize", InvalidArgument(absl::StrCat("push of ", total_,
+                                                               " bytes exceeds the limit of ",
+                                                               limit, " bytes for this job")));
       }
       payload_.reserve(total_);
     } else if (in_.worker_id() != worker_id_ || in_.round() != round_) {
-      return Done(InvalidArgument("push chunks disagree on worker id or round"));
+      return Reject("malformed", InvalidArgument("push chunks disagree on worker id or round"));
     }
     if (in_.payload().size() > kChunkBytes || in_.payload().size() > total_ - payload_.size()) {
-      return Done(InvalidArgument(absl::StrCat("push chunk of ", in_.payload().size(),
-                                               " bytes overruns the announced ", total_)));
+      return Reject("malformed",
+                    InvalidArgument(absl::StrCat("push chunk of ", in_.payload().size(),
+                                                 " bytes overruns the announced ", total_)));
     }
     payload_.append(in_.payload());
     StartRead(&in_);
@@ -268,10 +270,10 @@ class PushReactor final : public grpc::ServerBidiReactor<v1::PushChunk, v1::Aggr
   };
 
   void Submit() {
-    if (!started_) return Done(InvalidArgument("push carried no chunks"));
+    if (!started_) return Reject("malformed", InvalidArgument("push carried no chunks"));
     if (payload_.size() != total_) {
-      return Done(InvalidArgument(
-          absl::StrCat("push ended after ", payload_.size(), " of ", total_, " announced bytes")));
+      return Reject("malformed", InvalidArgument(absl::StrCat("push ended after ", payload_.size(),
+                                                              " of ", total_, " announced bytes")));
     }
     // The reactor stays alive until Finish, and Finish is only called by whoever claims it, so
     // the callback may use the raw pointer once it has claimed.
@@ -311,13 +313,12 @@ class PushReactor final : public grpc::ServerBidiReactor<v1::PushChunk, v1::Aggr
   }
 
   void Done(const grpc::Status& status) {
-    if (status.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
-      // Refused here, before the coordinator saw it.
-      service_->coordinator_->CountRejectedPush(
-          status.error_message().find("exceeds the limit") != std::string::npos ? "oversize"
-                                                                                : "malformed");
-    }
     if (shared_->claim.TryClaim()) Finish(status);
+  }
+  // A push refused here, before the coordinator saw it: counted under `reason`.
+  void Reject(const char* reason, const grpc::Status& status) {
+    service_->coordinator_->CountRejectedPush(reason);
+    Done(status);
   }
   // For the party that already holds the claim (the delivery's write chain).
   void FinishClaimed(const grpc::Status& status) { Finish(status); }

@@ -88,7 +88,10 @@ SparseFormat SmallestFormat(SparseView v, size_t dim) {
 void EncodeSparse(SparseView v, size_t dim, SparseFormat format, std::string* out) {
   out->clear();
   const size_t nnz = v.nnz();
-  out->reserve(EncodedSize(v, dim, format));
+  // The exact sparse size costs a pass over the indices (SmallestFormat may just have made
+  // one); a bound of 5 varint + 4 value bytes per entry is enough to reserve.
+  out->reserve(format == SparseFormat::kSparse ? HeaderSize(dim, nnz) + 9 * nnz
+                                               : EncodedSize(v, dim, format));
   out->push_back(static_cast<char>(format));
   PutVarint(dim, out);
   switch (format) {
