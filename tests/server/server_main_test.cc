@@ -20,15 +20,6 @@ using ::testing::HasSubstr;
 
 const std::string kServer = REGTOPK_SERVER_BIN;
 
-// Starts the server on a free port and returns its address ("" on failure).
-std::string StartServer(Subprocess& server) {
-  if (!server.WaitForStdout("listening on", 20000) || !server.WaitForStdout("\n", 1000)) return "";
-  std::smatch m;
-  const std::string& out = server.stdout_text();
-  if (!std::regex_search(out, m, std::regex("listening on ([0-9.]+):([0-9]+)"))) return "";
-  return "127.0.0.1:" + m[2].str();
-}
-
 TEST(ServerMain, BadFlagsExitTwoWithAClearMessage) {
   struct Case {
     std::vector<std::string> args;
@@ -63,7 +54,7 @@ TEST(ServerMain, HelpDocumentsEveryFlagWithItsDefault) {
 TEST(ServerMain, SigtermDuringAHeldRoundEndsCleanly) {
   Subprocess server(kServer, {"--host=127.0.0.1", "--port=0", "--workers=2", "--algorithm=topk",
                               "--density=0.1"});
-  const std::string address = StartServer(server);
+  const std::string address = ServerAddress(server);
   ASSERT_FALSE(address.empty()) << server.stdout_text() << server.stderr_text();
   GrpcClientOptions o;
   o.target = address;
@@ -90,7 +81,7 @@ TEST(ServerMain, SigtermDuringAHeldRoundEndsCleanly) {
 
 TEST(ServerMain, HealthCheckSaysServingThenFailsWhenGone) {
   Subprocess server(kServer, {"--host=127.0.0.1", "--port=0"});
-  const std::string address = StartServer(server);
+  const std::string address = ServerAddress(server);
   ASSERT_FALSE(address.empty());
   Subprocess up(REGTOPK_HEALTH_BIN, {"--server=" + address});
   EXPECT_EQ(up.Wait(), 0) << up.stderr_text();
@@ -105,7 +96,7 @@ TEST(ServerMain, HealthCheckSaysServingThenFailsWhenGone) {
 TEST(ServerMain, ExitsZeroAfterTheLastRound) {
   Subprocess server(kServer, {"--host=127.0.0.1", "--port=0", "--workers=1", "--algorithm=dense",
                               "--rounds=2", "--linger-seconds=0"});
-  const std::string address = StartServer(server);
+  const std::string address = ServerAddress(server);
   ASSERT_FALSE(address.empty());
   GrpcClientOptions o;
   o.target = address;
@@ -144,7 +135,7 @@ std::map<std::string, double> ParsePrometheus(const std::string& text) {
 TEST(ServerMain, MetricsCountRoundsBytesAndRejections) {
   Subprocess server(kServer, {"--host=127.0.0.1", "--port=0", "--metrics-port=0", "--workers=1",
                               "--algorithm=topk", "--density=0.5"});
-  const std::string address = StartServer(server);
+  const std::string address = ServerAddress(server);
   ASSERT_FALSE(address.empty());
   ASSERT_TRUE(server.WaitForStdout("/metrics\n", 5000));
   std::smatch m;

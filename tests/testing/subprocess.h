@@ -1,5 +1,6 @@
 // Subprocess: runs a binary with arguments, stdout and stderr captured through pipes, for tests
 // that exercise the real executables. Not thread-safe; one thread drives an instance.
+// Also: ServerAddress (a regtopk-server subprocess's address) and NewTempDir.
 #ifndef REGTOPK_TESTS_TESTING_SUBPROCESS_H_
 #define REGTOPK_TESTS_TESTING_SUBPROCESS_H_
 
@@ -10,8 +11,12 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
+#include <regex>
 #include <string>
 #include <vector>
+
+#include "gtest/gtest.h"
 
 namespace regtopk {
 
@@ -111,6 +116,25 @@ class Subprocess {
   int code_ = -1;
   std::string stdout_, stderr_;
 };
+
+// Waits for a regtopk-server subprocess to print "listening on HOST:PORT" and returns
+// "127.0.0.1:PORT", or "" if it did not within 20 s.
+inline std::string ServerAddress(Subprocess& server) {
+  if (!server.WaitForStdout("listening on", 20000) || !server.WaitForStdout("\n", 1000)) return "";
+  std::smatch m;
+  const std::string out = server.stdout_text();
+  if (!std::regex_search(out, m, std::regex("listening on [0-9.]+:([0-9]+)"))) return "";
+  return "127.0.0.1:" + m[1].str();
+}
+
+// A new empty folder under the test's temporary directory, unique within the process.
+inline std::string NewTempDir(const std::string& prefix) {
+  static int counter = 0;
+  const std::string dir = ::testing::TempDir() + "/" + prefix + "_" + std::to_string(getpid()) +
+                          "_" + std::to_string(counter++);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
 
 }  // namespace regtopk
 

@@ -27,14 +27,6 @@ const std::string kServer = kBin + "/regtopk-server";
 const std::string kWorker = kBin + "/regtopk-worker";
 const std::string kLaunch = kBin + "/regtopk-launch";
 
-std::string TempDir() {
-  static int counter = 0;
-  std::string dir =
-      absl::StrCat(::testing::TempDir(), "/regtopk_worker_", getpid(), "_", counter++);
-  std::filesystem::create_directories(dir);
-  return dir;
-}
-
 std::string Slurp(const std::string& path) {
   std::ifstream in(path);
   std::stringstream s;
@@ -59,20 +51,12 @@ double NumberField(const std::string& text, const std::string& key) {
   return NAN;
 }
 
-std::string StartServer(Subprocess& server) {
-  if (!server.WaitForStdout("\n", 20000)) return "";
-  std::smatch m;
-  const std::string out = server.stdout_text();
-  if (!std::regex_search(out, m, std::regex("listening on [0-9.]+:([0-9]+)"))) return "";
-  return "127.0.0.1:" + m[1].str();
-}
-
 TEST(WorkerMain, LinearRegressionOverGrpcEndsWithEveryReplicaEqualToTheServer) {
-  const std::string dir = TempDir();
+  const std::string dir = NewTempDir("regtopk_worker");
   Subprocess server(kServer, {"--host=127.0.0.1", "--port=0", "--workers=3", "--algorithm=regtopk",
                               "--density=0.6", "--mu=4", "--lr=0.01", "--rounds=150",
                               "--digest-every=10", "--linger-seconds=120", "--log-every=0"});
-  const std::string address = StartServer(server);
+  const std::string address = ServerAddress(server);
   ASSERT_FALSE(address.empty()) << server.stderr_text();
   std::vector<std::unique_ptr<Subprocess>> workers;
   for (int w = 0; w < 3; ++w) {
@@ -95,9 +79,10 @@ TEST(WorkerMain, LinearRegressionOverGrpcEndsWithEveryReplicaEqualToTheServer) {
     const auto lines = Lines(absl::StrCat(dir, "/w", w, ".jsonl"));
     ASSERT_EQ(lines.size(), 150u);
     for (const std::string& line : lines) {
-      ASSERT_THAT(line, ::testing::MatchesRegex(
-                            "\\{\"round\":[0-9]+,\"worker\":[0-9],\"train_loss\":.*"
-                            "\"communicate_s\":[0-9.]+,\"wait_s\":[0-9.]+,\"apply_s\":[0-9.]+.*\\}"));
+      ASSERT_THAT(line,
+                  ::testing::MatchesRegex(
+                      "\\{\"round\":[0-9]+,\"worker\":[0-9],\"train_loss\":.*"
+                      "\"communicate_s\":[0-9.]+,\"wait_s\":[0-9.]+,\"apply_s\":[0-9.]+.*\\}"));
     }
     EXPECT_LT(NumberField(lines.back(), "gap"), NumberField(lines.front(), "gap") / 100)
         << "the loss decreases";
@@ -112,7 +97,7 @@ TEST(WorkerMain, LinearRegressionOverGrpcEndsWithEveryReplicaEqualToTheServer) {
 // The simulator's linear-regression result through the real system: N = 20 worker processes,
 // density 0.6, fewer rounds than the paper's 2500 (the full runs are in docs/REPRODUCTION.md).
 double LaunchLinReg(const std::string& algorithm) {
-  const std::string dir = TempDir();
+  const std::string dir = NewTempDir("regtopk_worker");
   Subprocess launch(
       kLaunch, {"--workers=20", "--dataset=linreg", "--model=linear",
                 absl::StrCat("--algorithm=", algorithm), "--density=0.6", "--mu=4", "--lr=0.01",
@@ -132,7 +117,7 @@ TEST(WorkerMain, LinearRegressionRegTopKConvergesWhereTopKPlateaus) {
 TEST(WorkerMain, MetricsEndpointCountsRounds) {
   Subprocess server(kServer, {"--host=127.0.0.1", "--port=0", "--workers=1", "--algorithm=topk",
                               "--density=0.5", "--lr=0.001", "--log-every=0"});  // unbounded
-  const std::string address = StartServer(server);
+  const std::string address = ServerAddress(server);
   ASSERT_FALSE(address.empty());
   Subprocess worker(kWorker, {absl::StrCat("--server=", address), "--dataset=linreg",
                               "--model=linear", "--metrics-port=0"});
@@ -176,7 +161,7 @@ TEST(WorkerMain, BadDataDirFailsNamingTheFile) {
 }
 
 TEST(WorkerMain, CorruptDataFileFailsNamingTheFile) {
-  const std::string dir = TempDir();
+  const std::string dir = NewTempDir("regtopk_worker");
   for (const char* name : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                            "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}) {
     std::ofstream(dir + "/" + name) << "garbage, not gzip and not IDX";
@@ -210,7 +195,7 @@ TEST(WorkerMain, BadFlagsExitTwo) {
 // The paper's ResNet-18 / CIFAR-10 recipe (N workers, batch 20, lr 0.01, mu 5, density 0.1 %,
 // quantity skew) as a CPU smoke run on small generated files in CIFAR-10's binary format.
 TEST(Launch, ResNet18CifarRecipeSmokeRun) {
-  const std::string dir = TempDir();
+  const std::string dir = NewTempDir("regtopk_worker");
   std::mt19937 rng(1);
   for (int b = 0; b <= 5; ++b) {
     const std::string name = b == 0 ? "test_batch.bin" : absl::StrCat("data_batch_", b, ".bin");
@@ -235,10 +220,10 @@ TEST(Launch, ResNet18CifarRecipeSmokeRun) {
 }
 
 TEST(Launch, CtrlCStopsTheServerAndEveryWorker) {
-  const std::string dir = TempDir();
-  Subprocess launch(kLaunch, {"--workers=2", "--dataset=linreg", "--model=linear",
-                              "--rounds=1000000", "--lr=0.001", "--no-plots",
-                              absl::StrCat("--output=", dir)});
+  const std::string dir = NewTempDir("regtopk_worker");
+  Subprocess launch(kLaunch,
+                    {"--workers=2", "--dataset=linreg", "--model=linear", "--rounds=1000000",
+                     "--lr=0.001", "--no-plots", absl::StrCat("--output=", dir)});
   ASSERT_TRUE(launch.WaitForStdout("round ", 60000)) << launch.stdout_text();
   std::smatch m;
   const std::string out = launch.stdout_text();
@@ -257,7 +242,7 @@ TEST(Launch, CtrlCStopsTheServerAndEveryWorker) {
 }
 
 TEST(Launch, SaysWhichProcessFailed) {
-  const std::string dir = TempDir();
+  const std::string dir = NewTempDir("regtopk_worker");
   Subprocess launch(kLaunch, {"--workers=2", "--rounds=5", "--data-dir=/nonexistent",
                               absl::StrCat("--output=", dir), "--no-plots"});
   EXPECT_EQ(launch.Wait(), 1);

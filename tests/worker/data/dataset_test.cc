@@ -8,19 +8,12 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/subprocess.h"
 
 namespace regtopk {
 namespace {
 
 using ::testing::HasSubstr;
-
-std::string TempDir() {
-  static int counter = 0;
-  std::string dir = ::testing::TempDir() + "/regtopk_data_" + std::to_string(getpid()) + "_" +
-                    std::to_string(counter++);
-  std::filesystem::create_directories(dir);
-  return dir;
-}
 
 void WriteGz(const std::string& path, const std::string& bytes) {
   gzFile f = gzopen(path.c_str(), "wb");
@@ -44,7 +37,7 @@ void WriteTinyIdx(const std::string& dir, const std::string& prefix) {
 }
 
 TEST(ReadIdx, ReadsGzippedImagesAndLabels) {
-  const std::string dir = TempDir();
+  const std::string dir = NewTempDir("regtopk_data");
   WriteTinyIdx(dir, "train");
   auto d =
       ReadIdx(dir + "/train-images-idx3-ubyte.gz", dir + "/train-labels-idx1-ubyte.gz", 0.0f, 1.0f);
@@ -57,7 +50,7 @@ TEST(ReadIdx, ReadsGzippedImagesAndLabels) {
 }
 
 TEST(ReadIdx, ErrorsNameTheBadFile) {
-  const std::string dir = TempDir();
+  const std::string dir = NewTempDir("regtopk_data");
   WriteTinyIdx(dir, "train");
   const std::string images = dir + "/train-images-idx3-ubyte.gz";
   const std::string labels = dir + "/train-labels-idx1-ubyte.gz";
@@ -105,7 +98,7 @@ TEST(LoadFashionMnist, ReadsDebiansPackageWhenInstalled) {
 }
 
 TEST(LoadCifar10, ReadsBinaryBatchesAndRejectsBadSizes) {
-  const std::string dir = TempDir();
+  const std::string dir = NewTempDir("regtopk_data");
   std::vector<uint8_t> pixels(2 * 3072, 128);
   pixels[0] = 255;
   ASSERT_TRUE(WriteCifar10File(dir + "/test_batch.bin", {7, 2}, pixels).ok());
