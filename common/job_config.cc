@@ -8,12 +8,8 @@
 namespace regtopk {
 
 absl::Status JobConfig::Validate() const {
-  if (!(density > 0.0 && density <= 1.0)) {
-    return absl::InvalidArgumentError(absl::StrCat("density must be in (0, 1], got ", density));
-  }
-  if (!(mu > 0.0 && std::isfinite(mu))) {
-    return absl::InvalidArgumentError(absl::StrCat("mu must be > 0 and finite, got ", mu));
-  }
+  REGTOPK_RETURN_IF_ERROR(ValidateDensity(density));
+  REGTOPK_RETURN_IF_ERROR(ValidateMu(mu));
   if (num_workers < 1 || num_workers > 4096) {
     return absl::InvalidArgumentError(
         absl::StrCat("workers must be in [1, 4096], got ", num_workers));
@@ -23,7 +19,7 @@ absl::Status JobConfig::Validate() const {
 }
 
 size_t JobConfig::MaxEntries(size_t dim) const {
-  return algorithm == Algorithm::kDense ? dim : KFromDensity(density, dim);
+  return EntriesPerRound(algorithm, density, dim);
 }
 
 }  // namespace regtopk

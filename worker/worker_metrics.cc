@@ -32,7 +32,7 @@ void WorkerMetrics::RecordRound(const StepStats& stats, double compute, double l
   pushed_bytes->Add(static_cast<double>(stats.bytes_pushed));
   received_bytes->Add(static_cast<double>(stats.bytes_received));
   dense_equivalent_bytes->Add(4.0 * static_cast<double>(dim));
-  upstream_compression->Set(dense_equivalent_bytes->value() / pushed_bytes->value());
+  upstream_compression->SetRatio(*dense_equivalent_bytes, *pushed_bytes);
   compute_seconds->Add(compute);
   sparsify_seconds->Add(stats.compress_seconds);
   communicate_seconds->Add(stats.communicate_seconds);

@@ -29,6 +29,10 @@ class Counter {
 class Gauge {
  public:
   void Set(double v) { value_.store(v, std::memory_order_relaxed); }
+  // Sets numerator / denominator; leaves the value alone while the denominator is 0.
+  void SetRatio(const Counter& numerator, const Counter& denominator) {
+    if (denominator.value() != 0) Set(numerator.value() / denominator.value());
+  }
   double value() const { return value_.load(std::memory_order_relaxed); }
 
  private:

@@ -69,11 +69,8 @@ int Main() {
   }
   const int workers = absl::GetFlag(FLAGS_workers);
 
-  if (!(options.density > 0 && options.density <= 1)) {
-    return Fail(absl::StrCat("--density must be in (0, 1], got ", options.density));
-  }
-  if (!(options.mu > 0 && std::isfinite(options.mu))) {
-    return Fail(absl::StrCat("--mu must be > 0 and finite, got ", options.mu));
+  for (const absl::Status& s : {ValidateDensity(options.density), ValidateMu(options.mu)}) {
+    if (!s.ok()) return Fail(absl::StrCat("--", s.message()));
   }
   if (options.rounds < 0) return Fail(absl::StrCat("--rounds must be >= 0"));
   if (absl::Status s = options.sgd.Validate(); !s.ok()) return Fail(std::string(s.message()));

@@ -100,7 +100,7 @@ absl::StatusOr<std::vector<RoundRecord>> RunReferenceSimulation(const Problem& p
   const size_t d = problem.dim();
   const bool dense = options.algorithm == Algorithm::kDense;
   const bool regularised = options.algorithm == Algorithm::kRegTopK;
-  const size_t k = dense ? d : KFromDensity(options.density, d);
+  const size_t k = EntriesPerRound(options.algorithm, options.density, d);
   const T w = T(1) / static_cast<T>(n_workers);
   const T mu = static_cast<T>(options.mu);
   const T lr = static_cast<T>(options.sgd.lr);

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "common/random/splitmix64.h"
+
 namespace regtopk {
 namespace {
 
@@ -14,13 +16,6 @@ constexpr size_t kMaxSample = 1 << 16;
 // Width of the blocks the filtering pass skips when their largest magnitude is below threshold.
 constexpr size_t kBlock = kSelectBlock;
 constexpr size_t kSubBlock = 16;
-
-uint64_t SplitMix64(uint64_t& state) {
-  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
 
 // True if some MagnitudeBits(p[i]) >= bound (signed compares: both sides are >= 0).
 bool BlockMayReach(const float* p, size_t n, int32_t bound_bits) {

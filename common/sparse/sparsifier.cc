@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/random/splitmix64.h"
 #include "common/sparse/select.h"
 
 namespace regtopk {
@@ -36,6 +37,24 @@ absl::StatusOr<Algorithm> ParseAlgorithm(absl::string_view name) {
       absl::StrCat("unknown algorithm '", name, "'; expected dense, topk, randk or regtopk"));
 }
 
+absl::Status ValidateDensity(double density) {
+  if (!(density > 0.0 && density <= 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat("density must be in (0, 1], got ", density));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateMu(double mu) {
+  if (!(mu > 0.0 && std::isfinite(mu))) {
+    return absl::InvalidArgumentError(absl::StrCat("mu must be > 0 and finite, got ", mu));
+  }
+  return absl::OkStatus();
+}
+
+size_t EntriesPerRound(Algorithm algorithm, double density, size_t dim) {
+  return algorithm == Algorithm::kDense ? dim : KFromDensity(density, dim);
+}
+
 size_t KFromDensity(double density, size_t dim) {
   const double product = density * static_cast<double>(dim);
   const double nearest = std::round(product);
@@ -50,21 +69,15 @@ absl::Status SparsifierOptions::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("dimension must be in [1, 2^32 - 1], got ", dim));
   }
-  if (!(density > 0.0 && density <= 1.0)) {
-    return absl::InvalidArgumentError(absl::StrCat("density must be in (0, 1], got ", density));
-  }
-  if (!(mu > 0.0 && std::isfinite(mu))) {
-    return absl::InvalidArgumentError(absl::StrCat("mu must be > 0 and finite, got ", mu));
-  }
+  if (absl::Status s = ValidateDensity(density); !s.ok()) return s;
+  if (absl::Status s = ValidateMu(mu); !s.ok()) return s;
   if (!(weight > 0.0f && weight <= 1.0f)) {
     return absl::InvalidArgumentError(absl::StrCat("weight must be in (0, 1], got ", weight));
   }
   return absl::OkStatus();
 }
 
-size_t SparsifierOptions::k() const {
-  return algorithm == Algorithm::kDense ? dim : KFromDensity(density, dim);
-}
+size_t SparsifierOptions::k() const { return EntriesPerRound(algorithm, density, dim); }
 
 namespace {
 
@@ -221,7 +234,7 @@ class RandKSparsifier final : public ErrorFeedbackSparsifier {
     const size_t draws = complement ? d - k_ : k_;
     std::fill(marks_.begin(), marks_.end(), 0ull);
     for (size_t got = 0; got < draws;) {
-      const uint64_t j = Uniform(d);
+      const uint64_t j = UniformBelow(rng_state_, d);
       uint64_t& word = marks_[j >> 6];
       const uint64_t bit = 1ull << (j & 63);
       if (!(word & bit)) {
@@ -243,23 +256,6 @@ class RandKSparsifier final : public ErrorFeedbackSparsifier {
   }
 
  private:
-  uint64_t Next() {
-    uint64_t z = (rng_state_ += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
-  // Unbiased integer in [0, n) (rejection of the short last block), portable across platforms
-  // so that a seed gives the same masks everywhere.
-  uint64_t Uniform(uint64_t n) {
-    const uint64_t limit =
-        std::numeric_limits<uint64_t>::max() - std::numeric_limits<uint64_t>::max() % n;
-    uint64_t x;
-    do x = Next();
-    while (x >= limit);
-    return x % n;
-  }
-
   uint64_t rng_state_;
   std::vector<uint64_t> marks_;
 };

@@ -31,6 +31,14 @@ absl::StatusOr<Algorithm> ParseAlgorithm(absl::string_view name);
 // that integer: 0.55 * 100 gives 55, not 56. Precondition: density in (0, 1], dim > 0.
 size_t KFromDensity(double density, size_t dim);
 
+// InvalidArgument unless density is in (0, 1] / mu is > 0 and finite. The one check of each,
+// shared by the sparsifier, the job config and the simulator's flags.
+absl::Status ValidateDensity(double density);
+absl::Status ValidateMu(double mu);
+
+// Entries a worker sends per round: dim for kDense, KFromDensity(density, dim) otherwise.
+size_t EntriesPerRound(Algorithm algorithm, double density, size_t dim);
+
 // The paper's "no evidence" value of delta for entries not sent last round.
 inline constexpr double kRegTopKQ = 1e8;
 
@@ -49,7 +57,7 @@ struct SparsifierOptions {
 
   // InvalidArgument naming the bad field.
   absl::Status Validate() const;
-  // Entries sent per round: d for kDense, KFromDensity(density, dim) otherwise.
+  // Entries sent per round: EntriesPerRound(algorithm, density, dim).
   size_t k() const;
 };
 
