@@ -7,7 +7,7 @@
 #include "common/rpc/conversions.h"
 #include "common/wire/chunking.h"
 #include "regtopk/v1/parameter_server.grpc.pb.h"
-#include "worker/server_client.h"
+#include "client/server_client.h"
 
 namespace regtopk {
 
@@ -43,7 +43,7 @@ class GrpcServerClient final : public ServerClient {
     v1::JoinResponse response;
     grpc::Status s = stub_->Join(&context, request, &response);
     if (!s.ok()) return Annotate("Join", s);
-    auto config = FromProto(response.config());
+    auto config = FromProto(response.config(), dim);
     if (!config.ok()) return config.status();
     JoinReply reply;
     reply.config = *config;

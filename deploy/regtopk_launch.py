@@ -4,59 +4,124 @@
 Starts a regtopk-server on 127.0.0.1 (free port) and N regtopk-worker processes, shows one live
 progress line, forwards Ctrl-C to every process, stops everything and says which process failed
 if one does, and writes metrics, a summary and PNG plots into the output folder.
+
+Every flag of regtopk-server (except --host and --port, which the launcher picks) is accepted
+and forwarded: the list is read from `regtopk-server --help`, so it cannot drift from the
+server. The processes it started, with their pids and command lines, are in OUTPUT/launch.json.
 """
+from __future__ import annotations
+
 import argparse
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
+from typing import IO, Callable, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+PROGRAM = "regtopk-launch"
+
+# Server flags the launcher sets itself: where it listens.
+LAUNCHER_OWNED = {"host", "port"}
+# Server flags whose launcher default differs from the server's (a launched job must end; the
+# paper's RegTop-k settings; a quiet server log).
+LAUNCHER_DEFAULTS = {"workers": "4", "density": "0.01", "mu": "5.0", "lr": "0.1",
+                     "rounds": "1000", "log-every": "0", "linger-seconds": "1"}
 
 
-def parse_args():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workers", type=int, default=4, help="worker processes (default 4)")
-    p.add_argument("--algorithm", default="regtopk", choices=["dense", "topk", "randk", "regtopk"])
-    p.add_argument("--density", type=float, default=0.01, help="fraction sent per round")
-    p.add_argument("--mu", type=float, default=5.0, help="RegTop-k's mu")
-    p.add_argument("--lr", type=float, default=0.1, help="learning rate")
-    p.add_argument("--momentum", type=float, default=0.0)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--weighting", default="uniform", choices=["uniform", "samples"])
-    p.add_argument("--rounds", type=int, default=1000, help="rounds in the job")
-    p.add_argument("--model", default="mlp")
-    p.add_argument("--dataset", default="fashion-mnist")
-    p.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
-    p.add_argument("--partition", default="iid", help="iid, dirichlet:ALPHA or quantity[:RATIO]")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--max-eval-examples", type=int, default=0)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--output", default="out/job", help="folder for metrics, logs and plots")
-    p.add_argument("--bin-dir", default=HERE, help="folder holding regtopk-server and regtopk-worker")
-    p.add_argument("--threads-per-worker", type=int, default=0,
-                   help="OMP_NUM_THREADS of each worker; 0 = cores / workers, at least 1")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    args = p.parse_args()
-    if args.workers < 1:
+@dataclass
+class ServerFlag:
+    name: str
+    help: str
+    default: str
+    is_bool: bool
+
+
+def server_flags(server_bin: str) -> list[ServerFlag]:
+    """The server's own flags, parsed from its --help ("  --name  help (default: value)")."""
+    try:
+        out = subprocess.run([server_bin, "--help"], capture_output=True, text=True, timeout=30,
+                             check=True).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        sys.exit(f"{PROGRAM}: cannot read the flags of {server_bin} ({e}); build first, or --bin-dir")
+    flags = []
+    for line in out.splitlines():
+        m = re.match(r"^  --([a-z0-9-]+)  (.*) \(default: (.*)\)$", line)
+        if m:
+            name, text, default = m.groups()
+            flags.append(ServerFlag(name, text, default, default in ("true", "false")))
+    if not flags:
+        sys.exit(f"{PROGRAM}: {server_bin} --help listed no flags")
+    return flags
+
+
+def bin_dir_from(argv: list[str]) -> str:
+    """--bin-dir must be known before the parser can be built (it holds the server)."""
+    for i, a in enumerate(argv):
+        if a.startswith("--bin-dir="):
+            return a.split("=", 1)[1]
+        if a == "--bin-dir" and i + 1 < len(argv):
+            return argv[i + 1]
+    return HERE
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[ServerFlag]]:
+    bin_dir = bin_dir_from(argv)
+    flags = server_flags(os.path.join(bin_dir, "regtopk-server"))
+    p = argparse.ArgumentParser(prog=PROGRAM, description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    srv = p.add_argument_group("server flags (forwarded to regtopk-server)")
+    for f in flags:
+        if f.name in LAUNCHER_OWNED:
+            continue
+        default = LAUNCHER_DEFAULTS.get(f.name, f.default)
+        if f.is_bool:
+            srv.add_argument(f"--{f.name}", nargs="?", const="true", default=default,
+                             metavar="true|false", help=f"{f.help} (default: {default})")
+        else:
+            srv.add_argument(f"--{f.name}", default=default, help=f"{f.help} (default: {default})")
+    wrk = p.add_argument_group("worker flags")
+    wrk.add_argument("--model", default="mlp")
+    wrk.add_argument("--dataset", default="fashion-mnist")
+    wrk.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
+    wrk.add_argument("--partition", default="iid", help="iid, dirichlet:ALPHA or quantity[:RATIO]")
+    wrk.add_argument("--batch-size", type=int, default=64)
+    wrk.add_argument("--eval-every", type=int, default=100)
+    wrk.add_argument("--max-eval-examples", type=int, default=0)
+    wrk.add_argument("--device", default="auto")
+    lau = p.add_argument_group("launcher flags")
+    lau.add_argument("--output", default="out/job", help="folder for metrics, logs and plots")
+    lau.add_argument("--bin-dir", default=bin_dir, help="folder holding regtopk-server and regtopk-worker")
+    lau.add_argument("--threads-per-worker", type=int, default=0,
+                     help="OMP_NUM_THREADS of each worker; 0 = cores / workers, at least 1")
+    lau.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    lau.add_argument("--server-start-seconds", type=float, default=30.0,
+                     help="give up if the server has not printed its address by then (default: 30)")
+    args = p.parse_args(argv)
+    try:
+        workers, rounds = int(args.workers), int(args.rounds)
+    except ValueError:
+        p.error("--workers and --rounds must be integers")
+    if workers < 1:
         p.error("--workers must be >= 1")
-    if args.rounds < 1:
+    if rounds < 1:
         p.error("--rounds must be >= 1 (a launched job must end)")
-    return args
+    args.workers, args.rounds = workers, rounds
+    return args, flags
 
 
 class Follower:
     """Reads the JSON lines a worker appends to its metrics file, incrementally."""
 
-    def __init__(self, path):
+    def __init__(self, path: str) -> None:
         self.path, self.offset, self.rows, self.partial = path, 0, [], ""
 
-    def poll(self):
+    def poll(self) -> None:
         try:
             with open(self.path) as f:
                 f.seek(self.offset)
@@ -64,123 +129,212 @@ class Follower:
                 self.offset = f.tell()
         except FileNotFoundError:
             return
-        data = self.partial + data
-        lines = data.split("\n")
+        lines = (self.partial + data).split("\n")
         self.partial = lines.pop()
-        for line in lines:
-            if line.strip():
-                self.rows.append(json.loads(line))
+        self.rows.extend(json.loads(line) for line in lines if line.strip())
 
 
-def fmt_seconds(s):
+def fmt_seconds(s: float) -> str:
     s = int(max(0, s))
     return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
-def main():
-    args = parse_args()
-    os.makedirs(args.output, exist_ok=True)
-    server_bin = os.path.join(args.bin_dir, "regtopk-server")
-    worker_bin = os.path.join(args.bin_dir, "regtopk-worker")
-    for b in (server_bin, worker_bin):
-        if not os.access(b, os.X_OK):
-            sys.exit(f"regtopk-launch: {b} not found or not executable (build first, or --bin-dir)")
+@dataclass
+class Process:
+    name: str  # "server" or "worker N"
+    log_name: str
+    argv: list[str]
+    popen: Optional[subprocess.Popen] = None
 
-    server_log = open(os.path.join(args.output, "server.log"), "w")
-    server = subprocess.Popen(
-        [server_bin, "--host=127.0.0.1", "--port=0", f"--workers={args.workers}",
-         f"--algorithm={args.algorithm}", f"--density={args.density}", f"--mu={args.mu}",
-         f"--lr={args.lr}", f"--momentum={args.momentum}", f"--weight-decay={args.weight_decay}",
-         f"--weighting={args.weighting}", f"--rounds={args.rounds}", f"--seed={args.seed}",
-         "--log-every=0", "--linger-seconds=1"],
-        stdout=subprocess.PIPE, stderr=server_log, text=True)
-    line = server.stdout.readline()
-    m = re.search(r"listening on [0-9.]+:(\d+)", line)
-    if not m:
-        server.wait()
-        server_log.close()
-        log = open(os.path.join(args.output, "server.log")).read().strip()
-        sys.exit(f"regtopk-launch: the server did not start (exit {server.returncode}): {log}")
-    address = f"127.0.0.1:{m.group(1)}"
-    print(f"regtopk-launch: server on {address}, {args.workers} workers, output in {args.output}", flush=True)
 
-    threads = args.threads_per_worker or max(1, (os.cpu_count() or 1) // args.workers)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    workers, followers, logs = [], [], []
-    for w in range(args.workers):
-        metrics = os.path.join(args.output, f"worker_{w}.jsonl")
-        log = open(os.path.join(args.output, f"worker_{w}.log"), "w")
-        logs.append(log)
-        workers.append(subprocess.Popen(
-            [worker_bin, f"--server={address}", f"--worker-id={w}", f"--model={args.model}",
-             f"--dataset={args.dataset}", f"--data-dir={args.data_dir}",
-             f"--partition={args.partition}", f"--batch-size={args.batch_size}",
-             f"--device={args.device}", f"--eval-every={args.eval_every}",
-             f"--max-eval-examples={args.max_eval_examples}", f"--seed={args.seed}",
-             f"--metrics={metrics}"],
-            stdout=log, stderr=subprocess.STDOUT, env=env))
-        followers.append(Follower(metrics))
+@dataclass
+class Job:
+    """One server and N workers, started, watched and stopped together."""
 
-    procs = [("server", server)] + [(f"worker {w}", p) for w, p in enumerate(workers)]
-    interrupted = []
-    signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
-    signal.signal(signal.SIGTERM, lambda *_: interrupted.append(True))
+    args: argparse.Namespace
+    flags: list[ServerFlag]
+    processes: list[Process] = field(default_factory=list)
+    followers: list[Follower] = field(default_factory=list)
+    address: str = ""
+    interrupted: bool = False
+    _logs: list[IO] = field(default_factory=list)
 
-    def stop_all():
-        for _, p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
+    @property
+    def server_bin(self) -> str:
+        return os.path.join(self.args.bin_dir, "regtopk-server")
+
+    @property
+    def worker_bin(self) -> str:
+        return os.path.join(self.args.bin_dir, "regtopk-worker")
+
+    def server_argv(self) -> list[str]:
+        argv = [self.server_bin, "--host=127.0.0.1", "--port=0"]
+        for f in self.flags:
+            if f.name not in LAUNCHER_OWNED:
+                argv.append(f"--{f.name}={getattr(self.args, f.name.replace('-', '_'))}")
+        return argv
+
+    def worker_argv(self, w: int) -> list[str]:
+        a = self.args
+        return [self.worker_bin, f"--server={self.address}", f"--worker-id={w}",
+                f"--model={a.model}", f"--dataset={a.dataset}", f"--data-dir={a.data_dir}",
+                f"--partition={a.partition}", f"--batch-size={a.batch_size}",
+                f"--device={a.device}", f"--eval-every={a.eval_every}",
+                f"--max-eval-examples={a.max_eval_examples}", f"--seed={a.seed}",
+                f"--metrics={os.path.join(a.output, f'worker_{w}.jsonl')}"]
+
+    def output(self, name: str) -> str:
+        return os.path.join(self.args.output, name)
+
+    def _open_log(self, name: str) -> IO:
+        log = open(self.output(name), "w")
+        self._logs.append(log)
+        return log
+
+    def start_server(self) -> None:
+        proc = Process("server", "server.log", self.server_argv())
+        proc.popen = subprocess.Popen(proc.argv, stdout=subprocess.PIPE,
+                                      stderr=self._open_log(proc.log_name))
+        self.processes.append(proc)
+        self.write_manifest()
+        line = read_line(proc.popen.stdout, self.args.server_start_seconds)
+        m = re.search(r"listening on [0-9.]+:(\d+)", line or "")
+        if not m:
+            if proc.popen.poll() is None:
+                proc.popen.kill()
+            proc.popen.wait()
+            with open(self.output("server.log")) as f:
+                log = f.read().strip()
+            why = (f"exit {proc.popen.returncode}" if line is not None
+                   else f"no address within {self.args.server_start_seconds:g} s")
+            sys.exit(f"{PROGRAM}: the server did not start ({why}): {log}")
+        self.address = f"127.0.0.1:{m.group(1)}"
+
+    def start_workers(self) -> None:
+        threads = self.args.threads_per_worker or max(1, (os.cpu_count() or 1) // self.args.workers)
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        for w in range(self.args.workers):
+            proc = Process(f"worker {w}", f"worker_{w}.log", self.worker_argv(w))
+            proc.popen = subprocess.Popen(proc.argv, stdout=self._open_log(proc.log_name),
+                                          stderr=subprocess.STDOUT, env=env)
+            self.processes.append(proc)
+            self.followers.append(Follower(self.output(f"worker_{w}.jsonl")))
+        self.write_manifest()
+
+    def write_manifest(self) -> None:
+        """launch.json: what runs, so that a user (or a test) can check on every process."""
+        with open(self.output("launch.json"), "w") as f:
+            json.dump({"server": self.address, "processes": [
+                {"name": p.name, "pid": p.popen.pid if p.popen else None, "argv": p.argv}
+                for p in self.processes]}, f, indent=2)
+
+    def stop_all(self) -> None:
+        live = [p.popen for p in self.processes if p.popen and p.popen.poll() is None]
+        for p in live:
+            p.send_signal(signal.SIGTERM)
         deadline = time.time() + 10
-        for _, p in procs:
+        for p in live:
             try:
                 p.wait(timeout=max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait()
 
+    def close_logs(self) -> None:
+        for log in self._logs:
+            log.close()
+
+    def failed(self) -> Optional[Process]:
+        for p in self.processes:
+            code = p.popen.poll() if p.popen else None
+            if code is not None and code != 0:
+                return p
+        return None
+
+    def workers_done(self) -> bool:
+        return all(p.popen.poll() is not None for p in self.processes if p.name != "server")
+
+
+def read_line(pipe: IO[bytes], timeout: float) -> Optional[str]:
+    """One line from a child's stdout within `timeout` seconds; "" at EOF, None on timeout."""
+    fd, data, end = pipe.fileno(), b"", time.time() + timeout
+    while b"\n" not in data:
+        left = end - time.time()
+        if left <= 0:
+            return None
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                return data.decode(errors="replace")
+            data += chunk
+    return data.split(b"\n", 1)[0].decode(errors="replace")
+
+
+def main() -> None:
+    args, flags = parse_args(sys.argv[1:])
+    os.makedirs(args.output, exist_ok=True)
+    job = Job(args, flags)
+    for b in (job.server_bin, job.worker_bin):
+        if not os.access(b, os.X_OK):
+            sys.exit(f"{PROGRAM}: {b} not found or not executable (build first, or --bin-dir)")
+
+    # Before any child exists: a Ctrl-C from here on stops everything the launcher started.
+    def on_signal(*_: object) -> None:
+        job.interrupted = True
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     try:
-        run_job(args, procs, workers, followers, server, stop_all, interrupted)
+        job.start_server()
+        print(f"{PROGRAM}: server on {job.address}, {args.workers} workers, output in {args.output}",
+              flush=True)
+        job.start_workers()
+        run_job(job)
     except BaseException:
-        # Whatever went wrong in here (a bug, an unreadable metrics file), never leave the
-        # server and the workers running behind the user's back.
-        stop_all()
+        # Whatever went wrong in here (a bug, an unreadable metrics file, sys.exit), never leave
+        # the server and the workers running behind the user's back.
+        job.stop_all()
         raise
+    finally:
+        job.close_logs()
 
 
-def run_job(args, procs, workers, followers, server, stop_all, interrupted):
+def progress_line(job: Job, start: float, last_acc: Optional[float]) -> tuple[str, Optional[float]]:
+    rows0 = job.followers[0].rows
+    r = rows0[-1]
+    accs = [x["test_accuracy"] for x in rows0 if "test_accuracy" in x]
+    last_acc = accs[-1] if accs else last_acc
+    sent = sum(sum(x["bytes_pushed"] for x in f.rows) for f in job.followers)
+    rnd = r["round"] + 1
+    elapsed = time.time() - start
+    eta = elapsed / rnd * (job.args.rounds - rnd)
+    metric = f"gap {r['gap']:.3g}" if "gap" in r else f"loss {r['train_loss']:.4f}"
+    acc = f" | acc {100 * last_acc:.1f}%" if last_acc is not None else ""
+    return (f"round {rnd}/{job.args.rounds} | {metric}{acc} | sent {sent / 1e6:.2f} MB"
+            f" | ETA {fmt_seconds(eta)}"), last_acc
+
+
+def run_job(job: Job) -> None:
+    args = job.args
     start = time.time()
-    failed = None
-    last_acc = None
+    last_acc: Optional[float] = None
     tty = sys.stdout.isatty()
     last_print = 0.0
+    failed: Optional[Process] = None
     while True:
         time.sleep(0.25)
-        for f in followers:
+        for f in job.followers:
             f.poll()
-        if interrupted:
-            print("\nregtopk-launch: interrupted; stopping the server and the workers", flush=True)
-            stop_all()
+        if job.interrupted:
+            print(f"\n{PROGRAM}: interrupted; stopping the server and the workers", flush=True)
+            job.stop_all()
             sys.exit(130)
-        for name, p in procs:
-            code = p.poll()
-            if code is not None and code != 0:
-                failed = (name, code)
-                break
+        failed = job.failed()
         if failed:
             break
-        done = all(p.poll() is not None for p in workers)
-        rows0 = followers[0].rows
-        if rows0:
-            r = rows0[-1]
-            accs = [x["test_accuracy"] for x in rows0 if "test_accuracy" in x]
-            last_acc = accs[-1] if accs else last_acc
-            sent = sum(sum(x["bytes_pushed"] for x in f.rows) for f in followers)
-            rnd = r["round"] + 1
-            elapsed = time.time() - start
-            eta = elapsed / rnd * (args.rounds - rnd)
-            metric = f"gap {r['gap']:.3g}" if "gap" in r else f"loss {r['train_loss']:.4f}"
-            acc = f" | acc {100 * last_acc:.1f}%" if last_acc is not None else ""
-            status = (f"round {rnd}/{args.rounds} | {metric}{acc} | sent {sent / 1e6:.2f} MB"
-                      f" | ETA {fmt_seconds(eta)}")
+        done = job.workers_done()
+        if job.followers[0].rows:
+            status, last_acc = progress_line(job, start, last_acc)
             if tty:
                 print("\r" + status.ljust(90), end="", flush=True)
             elif time.time() - last_print > 10 or done:
@@ -191,37 +345,43 @@ def run_job(args, procs, workers, followers, server, stop_all, interrupted):
     if tty:
         print()
     if failed:
-        name, code = failed
-        path = "server.log" if name == "server" else f"worker_{name.split()[1]}.log"
-        tail = ""
-        try:
-            tail = open(os.path.join(args.output, path)).read().strip().splitlines()[-1]
-        except (OSError, IndexError):
-            pass
-        print(f"regtopk-launch: {name} failed with exit code {code}: {tail}", file=sys.stderr)
-        print(f"regtopk-launch: full log: {os.path.join(args.output, path)}", file=sys.stderr)
-        stop_all()
-        sys.exit(1)
+        report_failure(job, failed)
+    server = job.processes[0].popen
     try:
         server.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        stop_all()
+        job.stop_all()
     if server.returncode not in (0, None):
-        print(f"regtopk-launch: server exited with {server.returncode}", file=sys.stderr)
+        print(f"{PROGRAM}: server exited with {server.returncode}", file=sys.stderr)
         sys.exit(1)
-    for f in followers:
+    for f in job.followers:
         f.poll()
-    elapsed = time.time() - start
+    write_summary(job, time.time() - start)
 
+
+def report_failure(job: Job, failed: Process) -> None:
+    tail = ""
+    try:
+        with open(job.output(failed.log_name)) as f:
+            tail = f.read().strip().splitlines()[-1]
+    except (OSError, IndexError):
+        pass
+    print(f"{PROGRAM}: {failed.name} failed with exit code {failed.popen.returncode}: {tail}",
+          file=sys.stderr)
+    print(f"{PROGRAM}: full log: {job.output(failed.log_name)}", file=sys.stderr)
+    job.stop_all()
+    sys.exit(1)
+
+
+def write_summary(job: Job, elapsed: float) -> None:
+    args, followers = job.args, job.followers
     rows0 = followers[0].rows
     final = rows0[-1] if rows0 else {}
-    sent = sum(sum(x["bytes_pushed"] for x in f.rows) for f in followers)
-    received = sum(sum(x["bytes_received"] for x in f.rows) for f in followers)
-    dense = sum(sum(x["dense_bytes"] for x in f.rows) for f in followers)
-    step = [x for x in rows0]
-    mean = lambda key: sum(x[key] for x in step) / max(1, len(step))
+    total: Callable[[str], int] = lambda key: sum(sum(x[key] for x in f.rows) for f in followers)
+    sent, received, dense = total("bytes_pushed"), total("bytes_received"), total("dense_bytes")
+    mean: Callable[[str], float] = lambda key: sum(x[key] for x in rows0) / max(1, len(rows0))
     summary = {
-        "algorithm": args.algorithm, "density": args.density, "workers": args.workers,
+        "algorithm": args.algorithm, "density": float(args.density), "workers": args.workers,
         "rounds": len(rows0), "seconds": elapsed,
         "final_test_accuracy": final.get("test_accuracy"), "final_test_loss": final.get("test_loss"),
         "final_gap": final.get("gap"), "final_train_loss": final.get("train_loss"),
@@ -231,15 +391,15 @@ def run_job(args, procs, workers, followers, server, stop_all, interrupted):
         "worker0_mean_seconds": {k: mean(k) for k in ("compute_s", "sparsify_s", "communicate_s", "wait_s", "apply_s")},
         "param_digests": [f.rows[-1].get("param_digest") if f.rows else None for f in followers],
     }
-    with open(os.path.join(args.output, "summary.json"), "w") as f:
+    with open(job.output("summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
 
-    plots = []
+    plots: list[str] = []
     if not args.no_plots:
         try:
             plots = make_plots(args, followers)
         except Exception as e:  # plotting is a convenience: report and carry on
-            print(f"regtopk-launch: no plots ({e})", file=sys.stderr)
+            print(f"{PROGRAM}: no plots ({e})", file=sys.stderr)
 
     print(f"job finished: {len(rows0)} rounds in {fmt_seconds(elapsed)}, {args.algorithm} at density {args.density}")
     if final.get("test_accuracy") is not None:
@@ -254,7 +414,7 @@ def run_job(args, procs, workers, followers, server, stop_all, interrupted):
         print(f"plot: {p}")
 
 
-def make_plots(args, followers):
+def make_plots(args: argparse.Namespace, followers: list[Follower]) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -249,7 +249,7 @@ absl::Status Coordinator::Push(uint32_t worker_id, uint64_t round, absl::string_
   if (ServerMetrics* m = options_.metrics) {
     m->push_bytes->Add(encoded.size());
     m->push_dense_equivalent_bytes->Add(4.0 * dim);
-    m->upstream_compression->Set(m->push_dense_equivalent_bytes->value() / m->push_bytes->value());
+    m->upstream_compression->SetRatio(*m->push_dense_equivalent_bytes, *m->push_bytes);
   }
   pushes_[worker_id] = std::move(grad);
   callbacks_[worker_id] = std::move(done);
@@ -376,8 +376,8 @@ void Coordinator::CloserLoop() {
       m->encode_seconds->Add(shared->encode_seconds);
       m->aggregate_bytes_sent->Add(static_cast<double>(shared->encoded.size()) * n);
       m->aggregate_dense_equivalent_bytes->Add(4.0 * dim * n);
-      m->downstream_compression->Set(m->aggregate_dense_equivalent_bytes->value() /
-                                     m->aggregate_bytes_sent->value());
+      m->downstream_compression->SetRatio(*m->aggregate_dense_equivalent_bytes,
+                                          *m->aggregate_bytes_sent);
       m->current_round->Set(static_cast<double>(round + 1));
     }
     for (PushCallback& cb : callbacks) cb(shared);
@@ -407,6 +407,20 @@ void Coordinator::CountRejectedPush(const std::string& reason) {
   absl::MutexLock lock(&mu_);
   ++rejected_pushes_;
   if (options_.metrics) options_.metrics->Rejected(reason)->Add();
+}
+
+bool Coordinator::AwaitPushes(uint32_t pushes, absl::Duration timeout) {
+  struct Arg {
+    Coordinator* c;
+    uint32_t pushes;
+  } arg{this, pushes};
+  absl::MutexLock lock(&mu_);
+  return mu_.AwaitWithTimeout(absl::Condition(
+                                  +[](Arg* a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(a->c->mu_) {
+                                    return a->c->pushed_ >= a->pushes;
+                                  },
+                                  &arg),
+                              timeout);
 }
 
 CoordinatorStatus Coordinator::GetStatus() {

@@ -130,6 +130,11 @@ class Coordinator {
   ServerMetrics* metrics() const { return options_.metrics; }
 
   CoordinatorStatus GetStatus();
+
+  // Blocks until the open round holds at least `pushes` accepted pushes (true) or `timeout`
+  // passes (false). A notification for tests and tools that must act while pushes are held,
+  // so that none of them polls.
+  bool AwaitPushes(uint32_t pushes, absl::Duration timeout);
   uint64_t dim() const;
   const JobConfig& job() const { return options_.job; }
 

@@ -35,6 +35,28 @@ class FinishClaim {
   bool claimed_ ABSL_GUARDED_BY(mu_) = false;
 };
 
+// The one template of every streaming reactor here (after TensorStore's tsgrpc handler
+// template): a cancellation finishes the call, the reactor deletes itself when gRPC is done
+// with it, and Done() finishes at most once. The claim is shared, so that a callback that may
+// outlive the reactor (a round's delivery after a cancellation) can test it first: whoever
+// wins the claim knows the reactor is still alive, because only Finish leads to OnDone.
+template <typename Reactor>
+class Handler : public Reactor {
+ public:
+  void OnCancel() override { Done(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled")); }
+  void OnDone() override { delete this; }
+
+ protected:
+  // Finishes with `status` unless another party already did.
+  void Done(const grpc::Status& status) {
+    if (claim_->TryClaim()) this->Finish(status);
+  }
+  const std::shared_ptr<FinishClaim>& claim() const { return claim_; }
+
+ private:
+  const std::shared_ptr<FinishClaim> claim_ = std::make_shared<FinishClaim>();
+};
+
 }  // namespace
 
 ParameterServerService::ParameterServerService(Coordinator* coordinator)
@@ -60,7 +82,7 @@ grpc::ServerUnaryReactor* ParameterServerService::Join(grpc::CallbackServerConte
     reactor->Finish(ToGrpcStatus(result.status()));
     return reactor;
   }
-  ToProto(result->config, response->mutable_config());
+  ToProto(result->config, request->dim(), response->mutable_config());
   response->set_round(result->round);
   response->set_upload_parameters(result->upload_parameters);
   response->set_weight_known(result->weight.has_value());
@@ -95,7 +117,7 @@ grpc::ServerUnaryReactor* ParameterServerService::GetStatus(grpc::CallbackServer
 }
 
 // Collects the uploaded chunks in order, then hands the whole buffer to the coordinator.
-class UploadReactor final : public grpc::ServerReadReactor<v1::ParameterChunk> {
+class UploadReactor final : public Handler<grpc::ServerReadReactor<v1::ParameterChunk>> {
  public:
   explicit UploadReactor(ParameterServerService* service) : service_(service) {
     StartRead(&chunk_);
@@ -143,16 +165,8 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::ParameterChunk> {
     StartRead(&chunk_);
   }
 
-  void OnCancel() override { Done(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled")); }
-  void OnDone() override { delete this; }
-
  private:
-  void Done(const grpc::Status& status) {
-    if (claim_.TryClaim()) Finish(status);
-  }
-
   ParameterServerService* const service_;
-  FinishClaim claim_;
   v1::ParameterChunk chunk_;
   bool started_ = false;
   uint32_t worker_id_ = 0;
@@ -167,7 +181,7 @@ grpc::ServerReadReactor<v1::ParameterChunk>* ParameterServerService::UploadParam
 }
 
 // Streams a snapshot of the parameters in chunks, one write in flight at a time.
-class PullReactor final : public grpc::ServerWriteReactor<v1::ParameterChunk> {
+class PullReactor final : public Handler<grpc::ServerWriteReactor<v1::ParameterChunk>> {
  public:
   PullReactor(ParameterServerService* service, uint32_t worker_id) : service_(service) {
     auto snapshot = service_->coordinator_->GetParameters();
@@ -185,8 +199,6 @@ class PullReactor final : public grpc::ServerWriteReactor<v1::ParameterChunk> {
     if (offset_ == snapshot_.values.size()) return Done(grpc::Status::OK);
     WriteNext();
   }
-  void OnCancel() override { Done(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled")); }
-  void OnDone() override { delete this; }
 
  private:
   void WriteNext() {
@@ -201,12 +213,8 @@ class PullReactor final : public grpc::ServerWriteReactor<v1::ParameterChunk> {
     service_->AddBytesOut(4 * n);
     StartWrite(&chunk_);
   }
-  void Done(const grpc::Status& status) {
-    if (claim_.TryClaim()) Finish(status);
-  }
 
   ParameterServerService* const service_;
-  FinishClaim claim_;
   ParameterSnapshot snapshot_;
   v1::ParameterChunk chunk_;
   size_t offset_ = 0;
@@ -219,7 +227,8 @@ grpc::ServerWriteReactor<v1::ParameterChunk>* ParameterServerService::PullParame
 
 // Reads the push's chunks until the client half-closes, submits the push, and when the round
 // closes (on the coordinator's thread) streams the aggregate's bytes back and finishes.
-class PushReactor final : public grpc::ServerBidiReactor<v1::PushChunk, v1::AggregateChunk> {
+class PushReactor final
+    : public Handler<grpc::ServerBidiReactor<v1::PushChunk, v1::AggregateChunk>> {
  public:
   explicit PushReactor(ParameterServerService* service) : service_(service) { StartRead(&in_); }
 
@@ -257,18 +266,8 @@ class PushReactor final : public grpc::ServerBidiReactor<v1::PushChunk, v1::Aggr
     WriteNext();
   }
 
-  void OnCancel() override { Done(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled")); }
-  void OnDone() override { delete this; }
 
  private:
-  // Shared with the coordinator's callback, which may outlive this reactor's interest in the
-  // round (after a cancellation): the claim decides who finishes.
-  struct Shared {
-    explicit Shared(PushReactor* r) : reactor(r) {}
-    PushReactor* const reactor;
-    FinishClaim claim;
-  };
-
   void Submit() {
     if (!started_) return Reject("malformed", InvalidArgument("push carried no chunks"));
     if (payload_.size() != total_) {
@@ -278,10 +277,9 @@ class PushReactor final : public grpc::ServerBidiReactor<v1::PushChunk, v1::Aggr
     // The reactor stays alive until Finish, and Finish is only called by whoever claims it, so
     // the callback may use the raw pointer once it has claimed.
     const absl::Time submitted = absl::Now();
-    auto deliver = [shared = shared_,
+    auto deliver = [claim = claim(), self = this,
                     submitted](absl::StatusOr<std::shared_ptr<const RoundResult>> r) {
-      if (!shared->claim.TryClaim()) return;  // already finished (cancelled)
-      PushReactor* self = shared->reactor;
+      if (!claim->TryClaim()) return;  // already finished (cancelled)
       if (!r.ok()) return self->Finish(ToGrpcStatus(r.status()));
       self->result_ = std::move(*r);
       self->held_us_ = static_cast<uint64_t>(absl::ToInt64Microseconds(absl::Now() - submitted));
@@ -290,7 +288,7 @@ class PushReactor final : public grpc::ServerBidiReactor<v1::PushChunk, v1::Aggr
     absl::Status s = service_->coordinator_->Push(worker_id_, round_, payload_, deliver);
     payload_.clear();
     payload_.shrink_to_fit();
-    if (!s.ok() && shared_->claim.TryClaim()) Finish(ToGrpcStatus(s));  // counted there
+    if (!s.ok()) Done(ToGrpcStatus(s));  // counted there
   }
 
   void WriteNext() {
@@ -312,9 +310,6 @@ class PushReactor final : public grpc::ServerBidiReactor<v1::PushChunk, v1::Aggr
     StartWrite(&out_);
   }
 
-  void Done(const grpc::Status& status) {
-    if (shared_->claim.TryClaim()) Finish(status);
-  }
   // A push refused here, before the coordinator saw it: counted under `reason`.
   void Reject(const char* reason, const grpc::Status& status) {
     service_->coordinator_->CountRejectedPush(reason);
@@ -324,7 +319,6 @@ class PushReactor final : public grpc::ServerBidiReactor<v1::PushChunk, v1::Aggr
   void FinishClaimed(const grpc::Status& status) { Finish(status); }
 
   ParameterServerService* const service_;
-  std::shared_ptr<Shared> shared_ = std::make_shared<Shared>(this);
   v1::PushChunk in_;
   v1::AggregateChunk out_;
   bool started_ = false;

@@ -19,7 +19,7 @@
 #include "common/job_config.h"
 #include "common/optim/sgd.h"
 #include "common/sparse/sparsifier.h"
-#include "worker/server_client.h"
+#include "client/server_client.h"
 
 namespace regtopk {
 

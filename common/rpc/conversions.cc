@@ -1,6 +1,7 @@
 #include "common/rpc/conversions.h"
 
 #include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/status/status_macros.h"
@@ -20,23 +21,24 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
 
 namespace {
 
+// The one table of domain <-> wire algorithm names; both directions read it.
+constexpr std::pair<Algorithm, v1::Algorithm> kAlgorithms[] = {
+    {Algorithm::kDense, v1::ALGORITHM_DENSE},
+    {Algorithm::kTopK, v1::ALGORITHM_TOPK},
+    {Algorithm::kRandK, v1::ALGORITHM_RANDK},
+    {Algorithm::kRegTopK, v1::ALGORITHM_REGTOPK},
+};
+
 v1::Algorithm ToProto(Algorithm a) {
-  switch (a) {
-    case Algorithm::kDense:
-      return v1::ALGORITHM_DENSE;
-    case Algorithm::kTopK:
-      return v1::ALGORITHM_TOPK;
-    case Algorithm::kRandK:
-      return v1::ALGORITHM_RANDK;
-    case Algorithm::kRegTopK:
-      return v1::ALGORITHM_REGTOPK;
+  for (const auto& [domain, wire] : kAlgorithms) {
+    if (domain == a) return wire;
   }
   return v1::ALGORITHM_UNSPECIFIED;
 }
 
 }  // namespace
 
-void ToProto(const JobConfig& c, v1::JobConfig* p) {
+void ToProto(const JobConfig& c, uint64_t dim, v1::JobConfig* p) {
   p->set_algorithm(ToProto(c.algorithm));
   p->set_density(c.density);
   p->set_mu(c.mu);
@@ -49,26 +51,21 @@ void ToProto(const JobConfig& c, v1::JobConfig* p) {
   p->set_digest_every(c.digest_every);
   p->set_seed(c.seed);
   p->set_weighting_by_samples(c.weighting == Weighting::kSamples);
+  p->set_max_entries(c.MaxEntries(dim));
 }
 
-absl::StatusOr<JobConfig> FromProto(const v1::JobConfig& p) {
+absl::StatusOr<JobConfig> FromProto(const v1::JobConfig& p, uint64_t dim) {
   JobConfig c;
-  switch (p.algorithm()) {
-    case v1::ALGORITHM_DENSE:
-      c.algorithm = Algorithm::kDense;
-      break;
-    case v1::ALGORITHM_TOPK:
-      c.algorithm = Algorithm::kTopK;
-      break;
-    case v1::ALGORITHM_RANDK:
-      c.algorithm = Algorithm::kRandK;
-      break;
-    case v1::ALGORITHM_REGTOPK:
-      c.algorithm = Algorithm::kRegTopK;
-      break;
-    default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("job config names unknown algorithm ", static_cast<int>(p.algorithm())));
+  bool known = false;
+  for (const auto& [domain, wire] : kAlgorithms) {
+    if (wire == p.algorithm()) {
+      c.algorithm = domain;
+      known = true;
+    }
+  }
+  if (!known) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("job config names unknown algorithm ", static_cast<int>(p.algorithm())));
   }
   c.density = p.density();
   c.mu = p.mu();
@@ -82,6 +79,12 @@ absl::StatusOr<JobConfig> FromProto(const v1::JobConfig& p) {
   c.seed = p.seed();
   c.weighting = p.weighting_by_samples() ? Weighting::kSamples : Weighting::kUniform;
   REGTOPK_RETURN_IF_ERROR(c.Validate());
+  if (p.max_entries() != c.MaxEntries(dim)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the server allows ", p.max_entries(), " entries per push for ", dim,
+        " parameters, but this build computes k = ", c.MaxEntries(dim),
+        " (mismatched versions of regtopk?)"));
+  }
   return c;
 }
 

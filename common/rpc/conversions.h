@@ -16,9 +16,13 @@ namespace regtopk {
 grpc::Status ToGrpcStatus(const absl::Status& status);
 absl::Status FromGrpcStatus(const grpc::Status& status);
 
-void ToProto(const JobConfig& config, v1::JobConfig* proto);
-// InvalidArgument if the proto names an unknown algorithm or fails JobConfig::Validate.
-absl::StatusOr<JobConfig> FromProto(const v1::JobConfig& proto);
+// Every field of v1::JobConfig is set (a reflection test keeps it so); max_entries is the k of a
+// model of `dim` parameters.
+void ToProto(const JobConfig& config, uint64_t dim, v1::JobConfig* proto);
+// InvalidArgument if the proto names an unknown algorithm or fails JobConfig::Validate;
+// FAILED_PRECONDITION if its max_entries is not this build's k for `dim` (the two ends would
+// disagree on how many entries a push may carry).
+absl::StatusOr<JobConfig> FromProto(const v1::JobConfig& proto, uint64_t dim);
 
 }  // namespace regtopk
 

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <random>
 #include <set>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -16,7 +17,7 @@
 #include "server/coordinator.h"
 #include "server/service.h"
 #include "tests/testing/random_sparse.h"
-#include "worker/server_client.h"
+#include "client/server_client.h"
 
 namespace regtopk {
 namespace {
@@ -90,8 +91,22 @@ Result Run(double density, bool force_dense, int rounds) {
 }  // namespace
 }  // namespace regtopk
 
-int main() {
+int main(int argc, char** argv) {
   using regtopk::Run;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::printf(
+          "Usage: regtopk-ps-bench\n"
+          "Round rate of the parameter server over loopback gRPC: one in-process server, %u "
+          "client threads, d = %zu,\ndensities 0.1 %% and 1 %%, the adaptive aggregate against "
+          "one forced dense. Takes no flags; prints a table.\n",
+          regtopk::kWorkers, regtopk::kDim);
+      return 0;
+    }
+    std::fprintf(stderr, "regtopk-ps-bench: unexpected argument '%s' (see --help)\n", argv[i]);
+    return 2;
+  }
   std::printf("parameter server, %u loopback workers, d = %zu, plain SGD\n", regtopk::kWorkers,
               regtopk::kDim);
   std::printf("%-8s %-16s %10s %16s %18s %14s\n", "density", "aggregate", "rounds/s", "up MB/round",

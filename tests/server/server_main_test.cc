@@ -11,7 +11,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/subprocess.h"
-#include "worker/server_client.h"
+#include "client/server_client.h"
 
 namespace regtopk {
 namespace {
@@ -66,10 +66,14 @@ TEST(ServerMain, SigtermDuringAHeldRoundEndsCleanly) {
   EncodeSparseSmallest(SparseVector{{3}, {1.0f}}, 10, &payload);
   absl::StatusOr<PushReply> held = absl::UnknownError("");
   std::thread t([&] { held = client->Push(0, 0, payload); });
+  // Another process: its status is all there is to watch, so poll it, within a bound.
+  const absl::Time give_up = absl::Now() + absl::Seconds(30);
   while (true) {
     auto s = client->GetStatus();
     ASSERT_TRUE(s.ok()) << s.status();
     if (s->pushes_this_round == 1) break;
+    ASSERT_LT(absl::Now(), give_up) << "the push was never held";
+    absl::SleepFor(absl::Milliseconds(5));
   }
   server.Signal(SIGTERM);
   t.join();

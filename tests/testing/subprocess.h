@@ -66,12 +66,22 @@ class Subprocess {
 
   void Signal(int sig) { kill(pid_, sig); }
 
-  // Waits for exit, draining both pipes; returns the exit code, or 128 + signal.
-  int Wait() {
+  // Waits for exit, draining both pipes; returns the exit code, or 128 + signal. A process that
+  // has not exited after `timeout_ms` is a test failure: it is killed (SIGKILL, with its process
+  // group) and reaped, so no wait is unbounded.
+  int Wait(int timeout_ms = 300000) {
     if (exited_) return code_;
+    const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
     // Keep draining both pipes while waiting, so a chatty child never blocks on a full pipe.
     int status = 0;
     while (waitpid(pid_, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > end) {
+        ADD_FAILURE() << "process " << pid_ << " did not exit within " << timeout_ms
+                      << " ms; killed";
+        kill(-pid_, SIGKILL);
+        waitpid(pid_, &status, 0);
+        break;
+      }
       const bool got = ReadSome(out_fd_, &stdout_, 20);
       if (!ReadSome(err_fd_, &stderr_, 20) && !got) usleep(1000);
     }

@@ -1,7 +1,7 @@
 // TestServer: a real regtopk server (coordinator + gRPC service) on 127.0.0.1, port 0, inside
-// the test process. For tests only.
-#ifndef REGTOPK_TESTS_SERVER_TEST_SERVER_H_
-#define REGTOPK_TESTS_SERVER_TEST_SERVER_H_
+// the test process, and the small helpers every test against it needs. For tests only.
+#ifndef REGTOPK_TESTS_TESTING_TEST_SERVER_H_
+#define REGTOPK_TESTS_TESTING_TEST_SERVER_H_
 
 #include <grpcpp/grpcpp.h>
 
@@ -10,12 +10,32 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/wire/chunking.h"
+#include "common/wire/sparse_codec.h"
 #include "gtest/gtest.h"
 #include "server/coordinator.h"
 #include "server/service.h"
-#include "worker/server_client.h"
+#include "client/server_client.h"
 
 namespace regtopk {
+
+// A job of `workers` workers with lr 0.1, mu 2 and a digest every 3 rounds.
+inline CoordinatorOptions Options(uint32_t workers, Algorithm algorithm, double density) {
+  CoordinatorOptions o;
+  o.job.num_workers = workers;
+  o.job.algorithm = algorithm;
+  o.job.density = density;
+  o.job.mu = 2.0;
+  o.job.sgd.lr = 0.1f;
+  o.job.digest_every = 3;
+  return o;
+}
+
+// The smallest SparseCodec encoding of `v`.
+inline std::string Encode(const SparseVector& v, size_t dim) {
+  std::string s;
+  EncodeSparseSmallest(v, dim, &s);
+  return s;
+}
 
 class TestServer {
  public:
@@ -62,4 +82,4 @@ class TestServer {
 
 }  // namespace regtopk
 
-#endif  // REGTOPK_TESTS_SERVER_TEST_SERVER_H_
+#endif  // REGTOPK_TESTS_TESTING_TEST_SERVER_H_

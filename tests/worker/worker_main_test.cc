@@ -1,5 +1,5 @@
-// The real binaries together: regtopk-server, regtopk-worker processes and regtopk-launch on
-// 127.0.0.1. This test binary itself links no LibTorch.
+// The real binaries together: regtopk-server and regtopk-worker processes on 127.0.0.1. This
+// test binary itself links no LibTorch.
 #include <httplib.h>
 #include <signal.h>
 
@@ -14,8 +14,9 @@
 #include "common/wire/digest.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/files.h"
 #include "tests/testing/subprocess.h"
-#include "worker/server_client.h"
+#include "client/server_client.h"
 
 namespace regtopk {
 namespace {
@@ -27,29 +28,6 @@ const std::string kServer = kBin + "/regtopk-server";
 const std::string kWorker = kBin + "/regtopk-worker";
 const std::string kLaunch = kBin + "/regtopk-launch";
 
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-std::vector<std::string> Lines(const std::string& path) {
-  std::vector<std::string> lines;
-  std::ifstream in(path);
-  for (std::string line; std::getline(in, line);) lines.push_back(line);
-  return lines;
-}
-
-// The number after "key": in a JSON line, or after "key " at a line start (Prometheus text).
-double NumberField(const std::string& text, const std::string& key) {
-  std::smatch m;
-  if (std::regex_search(text, m, std::regex("\"" + key + "\":\\s*([-+0-9.eE]+)")) ||
-      std::regex_search(text, m, std::regex("(?:^|\n)" + key + " ([-+0-9.eE]+)"))) {
-    return std::stod(m[1].str());
-  }
-  return NAN;
-}
 
 TEST(WorkerMain, LinearRegressionOverGrpcEndsWithEveryReplicaEqualToTheServer) {
   const std::string dir = NewTempDir("regtopk_worker");
@@ -190,65 +168,6 @@ TEST(WorkerMain, BadFlagsExitTwo) {
     Subprocess w(kWorker, args);
     EXPECT_EQ(w.Wait(), 2) << args[0] << " " << w.stderr_text();
   }
-}
-
-// The paper's ResNet-18 / CIFAR-10 recipe (N workers, batch 20, lr 0.01, mu 5, density 0.1 %,
-// quantity skew) as a CPU smoke run on small generated files in CIFAR-10's binary format.
-TEST(Launch, ResNet18CifarRecipeSmokeRun) {
-  const std::string dir = NewTempDir("regtopk_worker");
-  std::mt19937 rng(1);
-  for (int b = 0; b <= 5; ++b) {
-    const std::string name = b == 0 ? "test_batch.bin" : absl::StrCat("data_batch_", b, ".bin");
-    std::ofstream out(dir + "/" + name, std::ios::binary);
-    for (int r = 0; r < 16; ++r) {
-      out.put(static_cast<char>(rng() % 10));
-      for (int p = 0; p < 3072; ++p) out.put(static_cast<char>(rng() % 256));
-    }
-  }
-  Subprocess launch(
-      kLaunch,
-      {"--workers=2", "--model=resnet18", "--dataset=cifar10", absl::StrCat("--data-dir=", dir),
-       "--partition=quantity", "--batch-size=20", "--lr=0.01", "--mu=5", "--density=0.001",
-       "--rounds=2", "--eval-every=2", "--no-plots", absl::StrCat("--output=", dir, "/out")});
-  ASSERT_EQ(launch.Wait(), 0) << launch.stdout_text() << launch.stderr_text();
-  const auto lines = Lines(dir + "/out/worker_0.jsonl");
-  ASSERT_EQ(lines.size(), 2u);
-  EXPECT_THAT(lines.back(), HasSubstr("\"test_accuracy\""));
-  // ResNet-18 (CIFAR variant) has 11,173,962 parameters; k = 11,174 entries at 0.1 %.
-  EXPECT_THAT(lines.back(), HasSubstr("\"dense_bytes\":44695848"));
-  EXPECT_THAT(lines.back(), HasSubstr("\"entries_sent\":11174"));
-}
-
-TEST(Launch, CtrlCStopsTheServerAndEveryWorker) {
-  const std::string dir = NewTempDir("regtopk_worker");
-  Subprocess launch(kLaunch,
-                    {"--workers=2", "--dataset=linreg", "--model=linear", "--rounds=1000000",
-                     "--lr=0.001", "--no-plots", absl::StrCat("--output=", dir)});
-  ASSERT_TRUE(launch.WaitForStdout("round ", 60000)) << launch.stdout_text();
-  std::smatch m;
-  const std::string out = launch.stdout_text();
-  ASSERT_TRUE(std::regex_search(out, m, std::regex("server on (127.0.0.1:[0-9]+)")));
-  launch.Signal(SIGINT);
-  EXPECT_EQ(launch.Wait(), 130);
-  EXPECT_THAT(launch.stdout_text(), HasSubstr("interrupted"));
-  Subprocess health(kBin + "/regtopk-health", {"--server=" + m[1].str(), "--timeout-seconds=1"});
-  EXPECT_EQ(health.Wait(), 1) << "the server outlived the launcher";
-  for (int w = 0; w < 2; ++w) {
-    // A worker still running would keep appending rounds.
-    const size_t before = Lines(absl::StrCat(dir, "/worker_", w, ".jsonl")).size();
-    absl::SleepFor(absl::Milliseconds(300));
-    EXPECT_EQ(Lines(absl::StrCat(dir, "/worker_", w, ".jsonl")).size(), before);
-  }
-}
-
-TEST(Launch, SaysWhichProcessFailed) {
-  const std::string dir = NewTempDir("regtopk_worker");
-  Subprocess launch(kLaunch, {"--workers=2", "--rounds=5", "--data-dir=/nonexistent",
-                              absl::StrCat("--output=", dir), "--no-plots"});
-  EXPECT_EQ(launch.Wait(), 1);
-  EXPECT_THAT(launch.stderr_text(),
-              ::testing::ContainsRegex("worker [01] failed with exit code 1"));
-  EXPECT_THAT(launch.stderr_text(), HasSubstr("cannot open data file"));
 }
 
 }  // namespace

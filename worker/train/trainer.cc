@@ -24,7 +24,7 @@
 #include "common/wire/digest.h"
 #include "worker/data/dataset.h"
 #include "worker/data/partition.h"
-#include "worker/server_client.h"
+#include "client/server_client.h"
 #include "worker/train/models.h"
 #include "worker/worker_metrics.h"
 #include "worker/worker_session.h"

@@ -1,0 +1,36 @@
+// ForwardingClient: a ServerClient that forwards every call to another one. Fault-injecting
+// clients derive from it and override only what they break. For tests only.
+#ifndef REGTOPK_TESTS_TESTING_FORWARDING_CLIENT_H_
+#define REGTOPK_TESTS_TESTING_FORWARDING_CLIENT_H_
+
+#include <memory>
+#include <utility>
+
+#include "client/server_client.h"
+
+namespace regtopk {
+
+class ForwardingClient : public ServerClient {
+ public:
+  explicit ForwardingClient(std::unique_ptr<ServerClient> inner) : inner_(std::move(inner)) {}
+  absl::StatusOr<JoinReply> Join(uint32_t w, uint64_t n, uint64_t d, uint64_t l) override {
+    return inner_->Join(w, n, d, l);
+  }
+  absl::Status UploadParameters(uint32_t w, absl::Span<const float> v) override {
+    return inner_->UploadParameters(w, v);
+  }
+  absl::StatusOr<PulledParameters> PullParameters(uint32_t w) override {
+    return inner_->PullParameters(w);
+  }
+  absl::StatusOr<PushReply> Push(uint32_t w, uint64_t round, absl::string_view e) override {
+    return inner_->Push(w, round, e);
+  }
+  absl::StatusOr<ServerStatusInfo> GetStatus() override { return inner_->GetStatus(); }
+
+ private:
+  std::unique_ptr<ServerClient> inner_;
+};
+
+}  // namespace regtopk
+
+#endif  // REGTOPK_TESTS_TESTING_FORWARDING_CLIENT_H_
