@@ -27,12 +27,17 @@ class GrpcServerClient final : public ServerClient {
   explicit GrpcServerClient(const GrpcClientOptions& options) : options_(options) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+    // A restarted server should be found within seconds, not after gRPC's default reconnect
+    // backoff (which grows to two minutes).
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
     channel_ = grpc::CreateCustomChannel(options.target, grpc::InsecureChannelCredentials(), args);
     stub_ = v1::ParameterServer::NewStub(channel_);
   }
 
   absl::StatusOr<JoinReply> Join(uint32_t worker_id, uint64_t num_samples, uint64_t dim,
-                                 uint64_t layout_digest) override {
+                                 uint64_t layout_digest, const JoinIdentity& identity) override {
     grpc::ClientContext context;
     SetDeadline(&context, options_.rpc_timeout);
     v1::JoinRequest request;
@@ -40,6 +45,9 @@ class GrpcServerClient final : public ServerClient {
     request.set_num_samples(num_samples);
     request.set_dim(dim);
     request.set_layout_digest(layout_digest);
+    request.set_session_id(identity.session_id);
+    for (uint64_t r : identity.state_rounds) request.add_state_rounds(r);
+    request.set_fresh_state(identity.fresh_state);
     v1::JoinResponse response;
     grpc::Status s = stub_->Join(&context, request, &response);
     if (!s.ok()) return Annotate("Join", s);
@@ -50,6 +58,8 @@ class GrpcServerClient final : public ServerClient {
     reply.round = response.round();
     reply.upload_parameters = response.upload_parameters();
     if (response.weight_known()) reply.weight = response.weight();
+    reply.params_digest = response.params_digest();
+    reply.committed_round = response.committed_round();
     return reply;
   }
 
@@ -74,11 +84,13 @@ class GrpcServerClient final : public ServerClient {
     return absl::OkStatus();
   }
 
-  absl::StatusOr<PulledParameters> PullParameters(uint32_t worker_id) override {
+  absl::StatusOr<PulledParameters> PullParameters(uint32_t worker_id,
+                                                  bool include_momentum) override {
     grpc::ClientContext context;
     SetDeadline(&context, options_.transfer_timeout);
     v1::PullParametersRequest request;
     request.set_worker_id(worker_id);
+    request.set_include_optimizer_state(include_momentum);
     auto reader = stub_->PullParameters(&context, request);
     PulledParameters out;
     v1::ParameterChunk chunk;
@@ -97,14 +109,18 @@ class GrpcServerClient final : public ServerClient {
         first = false;
       }
       const std::string& bytes = chunk.values();
-      if (chunk.dim() != out.values.size() || chunk.offset() > out.values.size() ||
-          bytes.size() % 4 != 0 || bytes.size() / 4 > out.values.size() - chunk.offset()) {
+      const bool momentum = chunk.section() == v1::ParameterChunk::MOMENTUM;
+      std::vector<float>& into = momentum ? out.momentum : out.values;
+      if (momentum && into.empty()) into.resize(out.values.size());
+      if (chunk.dim() != out.values.size() || chunk.offset() > into.size() ||
+          bytes.size() % 4 != 0 || bytes.size() / 4 > into.size() - chunk.offset() ||
+          (momentum && !include_momentum)) {
         bad = absl::DataLossError("PullParameters: malformed chunk from the server");
         context.TryCancel();
         continue;
       }
-      std::memcpy(out.values.data() + chunk.offset(), bytes.data(), bytes.size());
-      out.digest = chunk.digest();
+      std::memcpy(into.data() + chunk.offset(), bytes.data(), bytes.size());
+      if (!momentum) out.digest = chunk.digest();
     }
     grpc::Status s = reader->Finish();
     if (!bad.ok()) return bad;
@@ -113,8 +129,8 @@ class GrpcServerClient final : public ServerClient {
     return out;
   }
 
-  absl::StatusOr<PushReply> Push(uint32_t worker_id, uint64_t round,
-                                 absl::string_view encoded) override {
+  absl::StatusOr<PushReply> Push(uint32_t worker_id, uint64_t round, absl::string_view encoded,
+                                 uint64_t saved_state_round) override {
     grpc::ClientContext context;
     SetDeadline(&context, options_.push_timeout);
     auto stream = stub_->Push(&context);
@@ -122,6 +138,7 @@ class GrpcServerClient final : public ServerClient {
     chunk.set_worker_id(worker_id);
     chunk.set_round(round);
     chunk.set_total_bytes(encoded.size());
+    chunk.set_saved_state_round(saved_state_round);
     size_t offset = 0;
     do {
       const size_t n = std::min(kChunkBytes, encoded.size() - offset);
@@ -138,6 +155,7 @@ class GrpcServerClient final : public ServerClient {
         // The announced size is only a hint: never let it allocate more than a sane bound.
         reply.encoded.reserve(std::min<uint64_t>(in.total_bytes(), uint64_t{1} << 30));
         reply.held_seconds = static_cast<double>(in.held_us()) * 1e-6;
+        reply.committed_round = in.committed_round();
       }
       reply.encoded.append(in.payload());
       if (in.has_digest()) {

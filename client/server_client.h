@@ -24,10 +24,13 @@ struct JoinReply {
   uint64_t round = 0;
   bool upload_parameters = false;
   std::optional<float> weight;  // this worker's w_n, once known
+  uint64_t params_digest = 0;   // of the server's parameters at `round` (0: none yet)
+  uint64_t committed_round = 0;  // the newest committed checkpoint
 };
 
 struct PulledParameters {
   std::vector<float> values;
+  std::vector<float> momentum;  // when asked for and the job has momentum
   uint64_t round = 0;
   uint64_t digest = 0;
 };
@@ -39,6 +42,7 @@ struct PushReply {
   uint64_t digest = 0;
   // How long the server held the push waiting for the other workers.
   double held_seconds = 0;
+  uint64_t committed_round = 0;  // the newest committed checkpoint once the round closed
 };
 
 struct ServerStatusInfo {
@@ -56,12 +60,17 @@ class ServerClient {
   // Errors carry the server's code (see the proto) or UNAVAILABLE / DEADLINE_EXCEEDED when the
   // server cannot be reached in time, with a message naming the server.
   virtual absl::StatusOr<JoinReply> Join(uint32_t worker_id, uint64_t num_samples, uint64_t dim,
-                                         uint64_t layout_digest) = 0;
+                                         uint64_t layout_digest,
+                                         const JoinIdentity& identity = {}) = 0;
   virtual absl::Status UploadParameters(uint32_t worker_id, absl::Span<const float> values) = 0;
-  virtual absl::StatusOr<PulledParameters> PullParameters(uint32_t worker_id) = 0;
+  // With include_momentum, the optimizer's momentum buffer of the same round comes too.
+  virtual absl::StatusOr<PulledParameters> PullParameters(uint32_t worker_id,
+                                                          bool include_momentum = false) = 0;
   // Sends round `round`'s encoded gradient and blocks until the round's aggregate arrives.
+  // `saved_state_round`: the round this worker saved its state before (0 = none).
   virtual absl::StatusOr<PushReply> Push(uint32_t worker_id, uint64_t round,
-                                         absl::string_view encoded) = 0;
+                                         absl::string_view encoded,
+                                         uint64_t saved_state_round = 0) = 0;
   virtual absl::StatusOr<ServerStatusInfo> GetStatus() = 0;
 };
 

@@ -28,11 +28,26 @@ struct JobConfig {
   uint32_t digest_every = 10;
   // Worker n's sparsifier is seeded with seed + n.
   uint64_t seed = 1;
+  // Checkpoint rounds are the positive multiples of this; 0 = no checkpoints.
+  uint32_t checkpoint_every = 0;
+  // How long a round waits for a missing worker before the job fails; 0 = forever.
+  double round_timeout_seconds = 600;
 
   // InvalidArgument naming the bad field.
   absl::Status Validate() const;
   // Entries a worker may send per round for a model of `dim` parameters.
   size_t MaxEntries(size_t dim) const;
+  // Round r > 0 with r % checkpoint_every == 0, when checkpoints are on.
+  bool IsCheckpointRound(uint64_t round) const {
+    return checkpoint_every != 0 && round != 0 && round % checkpoint_every == 0;
+  }
+};
+
+// Identifies the worker process behind a join (JoinRequest's session and state fields).
+struct JoinIdentity {
+  uint64_t session_id = 0;             // random per process; 0 = unknown
+  std::vector<uint64_t> state_rounds;  // rounds the worker holds saved state for, ascending
+  bool fresh_state = false;            // no state: join with fresh state (not bit-identical)
 };
 
 }  // namespace regtopk

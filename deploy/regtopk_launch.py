@@ -26,11 +26,12 @@ from typing import IO, Callable, Optional
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROGRAM = "regtopk-launch"
 
-# Server flags the launcher sets itself: where it listens.
-LAUNCHER_OWNED = {"host", "port"}
+# Server flags the launcher sets itself: where it listens, and where its checkpoints go (a
+# subfolder of the launcher's own --checkpoint-dir).
+LAUNCHER_OWNED = {"host", "port", "checkpoint-dir"}
 # Server flags whose launcher default differs from the server's (a launched job must end; the
 # paper's RegTop-k settings; a quiet server log).
-LAUNCHER_DEFAULTS = {"workers": "4", "density": "0.01", "mu": "5.0", "lr": "0.1",
+LAUNCHER_DEFAULTS = {"algorithm": "regtopk", "seed": "1", "workers": "4", "density": "0.01", "mu": "5.0", "lr": "0.1",
                      "rounds": "1000", "log-every": "0", "linger-seconds": "1"}
 
 
@@ -75,16 +76,19 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[ServerFlag]]:
     flags = server_flags(os.path.join(bin_dir, "regtopk-server"))
     p = argparse.ArgumentParser(prog=PROGRAM, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    srv = p.add_argument_group("server flags (forwarded to regtopk-server)")
+    srv = p.add_argument_group("server flags (forwarded to regtopk-server when given)")
     for f in flags:
         if f.name in LAUNCHER_OWNED:
             continue
-        default = LAUNCHER_DEFAULTS.get(f.name, f.default)
+        # Unset flags are not forwarded (the server's default applies), except where the
+        # launcher has a default of its own.
+        default = LAUNCHER_DEFAULTS.get(f.name)
+        shown = default if default is not None else f.default
         if f.is_bool:
             srv.add_argument(f"--{f.name}", nargs="?", const="true", default=default,
-                             metavar="true|false", help=f"{f.help} (default: {default})")
+                             metavar="true|false", help=f"{f.help} (default: {shown})")
         else:
-            srv.add_argument(f"--{f.name}", default=default, help=f"{f.help} (default: {default})")
+            srv.add_argument(f"--{f.name}", default=default, help=f"{f.help} (default: {shown})")
     wrk = p.add_argument_group("worker flags")
     wrk.add_argument("--model", default="mlp")
     wrk.add_argument("--dataset", default="fashion-mnist")
@@ -100,6 +104,11 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[ServerFlag]]:
     lau.add_argument("--threads-per-worker", type=int, default=0,
                      help="OMP_NUM_THREADS of each worker; 0 = cores / workers, at least 1")
     lau.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    lau.add_argument("--checkpoint-dir", default="",
+                     help="checkpoints of the server (DIR/server) and saved states of the workers "
+                          "(DIR/worker-N); a launch on a folder that holds them resumes the job")
+    lau.add_argument("--restart-on-failure", type=int, default=0, metavar="M",
+                     help="restart a crashed server or worker up to M times each (default: 0)")
     lau.add_argument("--server-start-seconds", type=float, default=30.0,
                      help="give up if the server has not printed its address by then (default: 30)")
     args = p.parse_args(argv)
@@ -111,6 +120,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[ServerFlag]]:
         p.error("--workers must be >= 1")
     if rounds < 1:
         p.error("--rounds must be >= 1 (a launched job must end)")
+    if args.restart_on_failure < 0:
+        p.error("--restart-on-failure must be >= 0")
     args.workers, args.rounds = workers, rounds
     return args, flags
 
@@ -120,6 +131,14 @@ class Follower:
 
     def __init__(self, path: str) -> None:
         self.path, self.offset, self.rows, self.partial = path, 0, [], ""
+
+    def rounds(self) -> list[dict]:
+        """One row per round, the last one written (a rolled-back worker writes rounds again)."""
+        by_round: dict[int, dict] = {}
+        for r in self.rows:
+            if "round" in r:
+                by_round[r["round"]] = r
+        return [by_round[k] for k in sorted(by_round)]
 
     def poll(self) -> None:
         try:
@@ -145,6 +164,7 @@ class Process:
     log_name: str
     argv: list[str]
     popen: Optional[subprocess.Popen] = None
+    restarts: int = 0
 
 
 @dataclass
@@ -167,27 +187,36 @@ class Job:
     def worker_bin(self) -> str:
         return os.path.join(self.args.bin_dir, "regtopk-worker")
 
-    def server_argv(self) -> list[str]:
-        argv = [self.server_bin, "--host=127.0.0.1", "--port=0"]
+    def server_argv(self, port: int = 0) -> list[str]:
+        argv = [self.server_bin, "--host=127.0.0.1", f"--port={port}"]
+        if self.args.checkpoint_dir:
+            argv.append(f"--checkpoint-dir={os.path.join(self.args.checkpoint_dir, 'server')}")
         for f in self.flags:
-            if f.name not in LAUNCHER_OWNED:
-                argv.append(f"--{f.name}={getattr(self.args, f.name.replace('-', '_'))}")
+            value = getattr(self.args, f.name.replace("-", "_"), None)
+            if f.name not in LAUNCHER_OWNED and value is not None:
+                argv.append(f"--{f.name}={value}")
         return argv
 
     def worker_argv(self, w: int) -> list[str]:
         a = self.args
-        return [self.worker_bin, f"--server={self.address}", f"--worker-id={w}",
+        argv = [self.worker_bin, f"--server={self.address}", f"--worker-id={w}",
                 f"--model={a.model}", f"--dataset={a.dataset}", f"--data-dir={a.data_dir}",
                 f"--partition={a.partition}", f"--batch-size={a.batch_size}",
                 f"--device={a.device}", f"--eval-every={a.eval_every}",
                 f"--max-eval-examples={a.max_eval_examples}", f"--seed={a.seed}",
                 f"--metrics={os.path.join(a.output, f'worker_{w}.jsonl')}"]
+        if a.checkpoint_dir:
+            argv.append(f"--state-dir={os.path.join(a.checkpoint_dir, f'worker-{w}')}")
+        elif a.restart_on_failure:
+            # Without saved states a restarted worker can only go on with fresh state.
+            argv.append("--allow-fresh-state")
+        return argv
 
     def output(self, name: str) -> str:
         return os.path.join(self.args.output, name)
 
-    def _open_log(self, name: str) -> IO:
-        log = open(self.output(name), "w")
+    def _open_log(self, name: str, append: bool = False) -> IO:
+        log = open(self.output(name), "a" if append else "w")
         self._logs.append(log)
         return log
 
@@ -225,7 +254,8 @@ class Job:
         """launch.json: what runs, so that a user (or a test) can check on every process."""
         with open(self.output("launch.json"), "w") as f:
             json.dump({"server": self.address, "processes": [
-                {"name": p.name, "pid": p.popen.pid if p.popen else None, "argv": p.argv}
+                {"name": p.name, "pid": p.popen.pid if p.popen else None, "argv": p.argv,
+                 "restarts": p.restarts}
                 for p in self.processes]}, f, indent=2)
 
     def stop_all(self) -> None:
@@ -243,6 +273,21 @@ class Job:
     def close_logs(self) -> None:
         for log in self._logs:
             log.close()
+
+    def restart(self, proc: Process) -> None:
+        """Starts a crashed process again with the same command (the server on the same port)."""
+        proc.restarts += 1
+        log = self._open_log(proc.log_name, append=True)
+        log.write(f"--- {PROGRAM}: restart {proc.restarts} after exit code {proc.popen.returncode} ---\n")
+        log.flush()
+        if proc.name == "server":
+            proc.argv = self.server_argv(int(self.address.rsplit(":", 1)[1]))
+            proc.popen = subprocess.Popen(proc.argv, stdout=subprocess.DEVNULL, stderr=log)
+        else:
+            threads = self.args.threads_per_worker or max(1, (os.cpu_count() or 1) // self.args.workers)
+            proc.popen = subprocess.Popen(proc.argv, stdout=log, stderr=subprocess.STDOUT,
+                                          env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
+        self.write_manifest()
 
     def failed(self) -> Optional[Process]:
         for p in self.processes:
@@ -300,11 +345,11 @@ def main() -> None:
 
 
 def progress_line(job: Job, start: float, last_acc: Optional[float]) -> tuple[str, Optional[float]]:
-    rows0 = job.followers[0].rows
+    rows0 = job.followers[0].rounds()
     r = rows0[-1]
     accs = [x["test_accuracy"] for x in rows0 if "test_accuracy" in x]
     last_acc = accs[-1] if accs else last_acc
-    sent = sum(sum(x["bytes_pushed"] for x in f.rows) for f in job.followers)
+    sent = sum(sum(x["bytes_pushed"] for x in f.rounds()) for f in job.followers)
     rnd = r["round"] + 1
     elapsed = time.time() - start
     eta = elapsed / rnd * (job.args.rounds - rnd)
@@ -330,10 +375,16 @@ def run_job(job: Job) -> None:
             job.stop_all()
             sys.exit(130)
         failed = job.failed()
+        if failed and failed.restarts < args.restart_on_failure:
+            print(f"{PROGRAM}: {failed.name} exited with code {failed.popen.returncode}; restarting it "
+                  f"({failed.restarts + 1} of {args.restart_on_failure})", flush=True)
+            job.restart(failed)
+            failed = None
+            continue
         if failed:
             break
         done = job.workers_done()
-        if job.followers[0].rows:
+        if job.followers[0].rounds():
             status, last_acc = progress_line(job, start, last_acc)
             if tty:
                 print("\r" + status.ljust(90), end="", flush=True)
@@ -375,13 +426,13 @@ def report_failure(job: Job, failed: Process) -> None:
 
 def write_summary(job: Job, elapsed: float) -> None:
     args, followers = job.args, job.followers
-    rows0 = followers[0].rows
+    rows0 = followers[0].rounds()
     final = rows0[-1] if rows0 else {}
-    total: Callable[[str], int] = lambda key: sum(sum(x[key] for x in f.rows) for f in followers)
+    total: Callable[[str], int] = lambda key: sum(sum(x[key] for x in f.rounds()) for f in followers)
     sent, received, dense = total("bytes_pushed"), total("bytes_received"), total("dense_bytes")
     mean: Callable[[str], float] = lambda key: sum(x[key] for x in rows0) / max(1, len(rows0))
     summary = {
-        "algorithm": args.algorithm, "density": float(args.density), "workers": args.workers,
+        "algorithm": args.algorithm or "regtopk", "density": float(args.density), "workers": args.workers,
         "rounds": len(rows0), "seconds": elapsed,
         "final_test_accuracy": final.get("test_accuracy"), "final_test_loss": final.get("test_loss"),
         "final_gap": final.get("gap"), "final_train_loss": final.get("train_loss"),
@@ -389,7 +440,10 @@ def write_summary(job: Job, elapsed: float) -> None:
         "upstream_compression": dense / sent if sent else None,
         "downstream_compression": dense / received if received else None,
         "worker0_mean_seconds": {k: mean(k) for k in ("compute_s", "sparsify_s", "communicate_s", "wait_s", "apply_s")},
-        "param_digests": [f.rows[-1].get("param_digest") if f.rows else None for f in followers],
+        "param_digests": [f.rounds()[-1].get("param_digest") if f.rounds() else None for f in followers],
+        "restarts": {p.name: p.restarts for p in job.processes if p.restarts},
+        "total_restarts": sum(p.restarts for p in job.processes),
+        "rollbacks": sum(sum(1 for x in f.rows if "rollback_to" in x) for f in followers),
     }
     with open(job.output("summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
@@ -409,6 +463,9 @@ def write_summary(job: Job, elapsed: float) -> None:
     if sent:
         print(f"sent upstream: {sent / 1e6:.2f} MB vs {dense / 1e6:.1f} MB dense ({dense / sent:.1f}x smaller); "
               f"received: {received / 1e6:.2f} MB ({dense / received:.1f}x smaller than dense)")
+    if summary["total_restarts"]:
+        print(f"restarts: {summary['total_restarts']} ({', '.join(f'{k}: {v}' for k, v in summary['restarts'].items())}); "
+              f"worker rollbacks to a committed checkpoint: {summary['rollbacks']}")
     print(f"metrics: {args.output}/worker_*.jsonl, summary: {args.output}/summary.json")
     for p in plots:
         print(f"plot: {p}")
@@ -419,7 +476,7 @@ def make_plots(args: argparse.Namespace, followers: list[Follower]) -> list[str]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows0 = followers[0].rows
+    rows0 = followers[0].rounds()
     out = []
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     rounds = [x["round"] + 1 for x in rows0]
@@ -441,11 +498,12 @@ def make_plots(args: argparse.Namespace, followers: list[Follower]) -> list[str]
     out.append(path)
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    n = min(len(f.rows) for f in followers)
+    per_worker = [f.rounds() for f in followers]
+    n = min(len(r) for r in per_worker)
     cum_sent, cum_dense, s, d = [], [], 0, 0
     for i in range(n):
-        s += sum(f.rows[i]["bytes_pushed"] for f in followers)
-        d += sum(f.rows[i]["dense_bytes"] for f in followers)
+        s += sum(r[i]["bytes_pushed"] for r in per_worker)
+        d += sum(r[i]["dense_bytes"] for r in per_worker)
         cum_sent.append(s / 1e6)
         cum_dense.append(d / 1e6)
     ax.plot(range(1, n + 1), cum_dense, label="dense equivalent")

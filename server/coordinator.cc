@@ -1,8 +1,10 @@
 #include "server/coordinator.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/sparse/aggregate.h"
@@ -11,36 +13,70 @@
 #include "common/wire/sparse_codec.h"
 
 namespace regtopk {
+namespace {
+
+// How often a round that waits for a missing worker says so.
+constexpr absl::Duration kWaitingLogInterval = absl::Seconds(10);
+
+}  // namespace
 
 absl::Status CoordinatorOptions::Validate() const {
   REGTOPK_RETURN_IF_ERROR(job.Validate());
   if (max_dim == 0 || max_dim > std::numeric_limits<uint32_t>::max()) {
     return absl::InvalidArgumentError(absl::StrCat("max_dim must be in [1, 2^32), got ", max_dim));
   }
+  if (job.checkpoint_every != 0 && checkpoints == nullptr) {
+    return absl::InvalidArgumentError("checkpoint_every needs a checkpoint folder");
+  }
+  if (clock == nullptr) return absl::InvalidArgumentError("clock is null");
+  if (resume && resume->job.num_workers != job.num_workers) {
+    return absl::InvalidArgumentError("the checkpoint to resume is of another job");
+  }
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions options) {
   REGTOPK_RETURN_IF_ERROR(options.Validate());
-  std::unique_ptr<Coordinator> c(new Coordinator(std::move(options)));
+  std::shared_ptr<ServerCheckpoint> resume = std::move(options.resume);
+  options.resume = nullptr;
+  std::unique_ptr<Coordinator> c(new Coordinator(std::move(options), std::move(resume)));
   c->closer_ = std::thread([p = c.get()] { p->CloserLoop(); });
+  if (c->options_.checkpoints) c->writer_ = std::thread([p = c.get()] { p->WriterLoop(); });
   return c;
 }
 
-Coordinator::Coordinator(CoordinatorOptions options) : options_(std::move(options)) {
+Coordinator::Coordinator(CoordinatorOptions options, std::shared_ptr<ServerCheckpoint> resume)
+    : options_(std::move(options)), machine_(options_.job.num_workers, options_.clock) {
+  absl::MutexLock lock(&mu_);
   const uint32_t n = options_.job.num_workers;
   joined_.assign(n, false);
+  sessions_.assign(n, 0);
   num_samples_.assign(n, 0);
-  pushes_.resize(n);
-  callbacks_.resize(n);
-  push_digests_.assign(n, 0);
-  last_push_digests_.assign(n, 0);
   if (options_.job.weighting == Weighting::kUniform) {
     weights_.assign(n, 1.0f / static_cast<float>(n));
+  }
+  last_close_ = options_.clock->Now();
+  if (ServerCheckpoint* r = resume.get()) {
+    // Workers must join again (their processes are new to this server), but the layout, the
+    // weights and the state are the checkpoint's.
+    dim_ = r->dim;
+    layout_digest_ = r->layout_digest;
+    num_samples_ = r->num_samples;
+    weights_ = r->weights;
+    params_ = std::move(r->params);
+    sgd_ = std::make_unique<Sgd>(options_.job.sgd, dim_);
+    (void)sgd_->SetMomentum(r->momentum);  // sizes checked when the checkpoint was read
+    machine_.Reset(r->round, r->last_result, r->last_push_digests);
+    has_committed_ = true;
+    committed_round_ = r->round;
   }
 }
 
 Coordinator::~Coordinator() { Shutdown(); }
+
+void Coordinator::Log(const std::string& line) const {
+  if (options_.log) options_.log(line);
+}
 
 uint64_t Coordinator::dim() const {
   absl::MutexLock lock(&mu_);
@@ -63,7 +99,7 @@ void Coordinator::ComputeWeightsLocked() {
 }
 
 absl::StatusOr<JoinResult> Coordinator::Join(uint32_t worker_id, uint64_t num_samples, uint64_t dim,
-                                             uint64_t layout_digest) {
+                                             uint64_t layout_digest, const JoinIdentity& identity) {
   const uint32_t n = options_.job.num_workers;
   if (worker_id >= n) {
     return absl::InvalidArgumentError(
@@ -73,50 +109,130 @@ absl::StatusOr<JoinResult> Coordinator::Join(uint32_t worker_id, uint64_t num_sa
     return absl::InvalidArgumentError(
         absl::StrCat("model dimension ", dim, " is not in [1, ", options_.max_dim, "]"));
   }
-  absl::MutexLock lock(&mu_);
-  if (shutting_down_) return absl::UnavailableError("server is shutting down");
-  if (num_samples == 0) {
-    // A probe: the job config for a worker that needs it before it can count its samples.
-    if (dim_ != 0 && (dim != dim_ || layout_digest != layout_digest_)) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "worker ", worker_id, "'s model layout differs from the job's (dimension ", dim_, ")"));
+  std::optional<uint64_t> roll_back_to;
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutting_down_) return absl::UnavailableError("server is shutting down");
+    if (!job_status_.ok()) return job_status_;
+    if (num_samples == 0) {
+      // A probe: the job config for a worker that needs it before it can count its samples.
+      if (dim_ != 0 && (dim != dim_ || layout_digest != layout_digest_)) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "worker ", worker_id, "'s model layout differs from the job's (dimension ", dim_, ")"));
+      }
+      JoinResult r;
+      r.config = options_.job;
+      r.round = machine_.round();
+      return r;
     }
-    JoinResult r;
-    r.config = options_.job;
-    r.round = round_;
-    return r;
+    if (dim_ == 0) {
+      dim_ = dim;
+      layout_digest_ = layout_digest;
+      sgd_ = std::make_unique<Sgd>(options_.job.sgd, dim);
+    } else if (dim != dim_ || layout_digest != layout_digest_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "worker ", worker_id, "'s model layout (dimension ", dim, ", digest ", layout_digest,
+          ") differs from the job's (dimension ", dim_, ", digest ", layout_digest_, ")"));
+    }
+    if (num_samples_[worker_id] != 0 && num_samples_[worker_id] != num_samples &&
+        WeightsKnownLocked() && options_.job.weighting == Weighting::kSamples) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "worker ", worker_id, " rejoined with ", num_samples,
+          " samples, but the weights were fixed with ", num_samples_[worker_id]));
+    }
+    // A worker process this server has not seen, in a job past round 0: it restarted (or the
+    // server did). Its state must be that of the newest committed round.
+    const bool new_process = sessions_[worker_id] != identity.session_id || identity.session_id == 0;
+    if (new_process && !params_.empty() && machine_.round() > 0) {
+      const bool has_state =
+          has_committed_ && std::find(identity.state_rounds.begin(), identity.state_rounds.end(),
+                                      committed_round_) != identity.state_rounds.end();
+      if (!has_state && !identity.fresh_state) {
+        if (!options_.checkpoints) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "worker ", worker_id, " restarted at round ", machine_.round(),
+              ", but the server keeps no checkpoints (--checkpoint-dir), so the job cannot "
+              "resume bit-identically; restart the worker with --allow-fresh-state to go on"));
+        }
+        return absl::FailedPreconditionError(absl::StrCat(
+            "worker ", worker_id, " has no saved state for round ", committed_round_,
+            ", the newest committed checkpoint (it has rounds [",
+            absl::StrJoin(identity.state_rounds, ", "),
+            "]); restart it with its --state-dir, or with --allow-fresh-state (the run is then "
+            "no longer bit-identical)"));
+      }
+      if (!has_state) {
+        if (ServerMetrics* m = options_.metrics) m->fresh_state_joins->Add();
+      } else if (machine_.round() > committed_round_) {
+        roll_back_to = committed_round_;
+      }
+    }
   }
-  if (dim_ == 0) {
-    dim_ = dim;
-    layout_digest_ = layout_digest;
-    sgd_ = std::make_unique<Sgd>(options_.job.sgd, dim);
-  } else if (dim != dim_ || layout_digest != layout_digest_) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "worker ", worker_id, "'s model layout (dimension ", dim, ", digest ", layout_digest,
-        ") differs from the job's (dimension ", dim_, ", digest ", layout_digest_, ")"));
+  if (roll_back_to) {
+    REGTOPK_RETURN_IF_ERROR(RollBack(*roll_back_to, worker_id));
+    return Join(worker_id, num_samples, dim, layout_digest, identity);  // now at the round
   }
-  if (joined_[worker_id] && num_samples_[worker_id] != num_samples && WeightsKnownLocked() &&
-      options_.job.weighting == Weighting::kSamples) {
-    return absl::FailedPreconditionError(absl::StrCat("worker ", worker_id, " rejoined with ",
-                                                      num_samples,
-                                                      " samples, but the weights were "
-                                                      "fixed with ",
-                                                      num_samples_[worker_id]));
-  }
-  joined_[worker_id] = true;
-  num_samples_[worker_id] = num_samples;
-  if (options_.metrics) {
-    double joined = 0;
-    for (bool j : joined_) joined += j;
-    options_.metrics->workers_joined->Set(joined);
-  }
-  ComputeWeightsLocked();
   JoinResult r;
-  r.config = options_.job;
-  r.round = round_;
-  r.upload_parameters = params_.empty();
-  if (WeightsKnownLocked()) r.weight = weights_[worker_id];
+  std::string note;
+  {
+    absl::MutexLock lock(&mu_);
+    const bool new_process = sessions_[worker_id] != identity.session_id || identity.session_id == 0;
+    if (new_process && identity.fresh_state && machine_.round() > 0 && !params_.empty()) {
+      note = absl::StrCat("worker ", worker_id, " joined with fresh state at round ",
+                          machine_.round(),
+                          ": zero error feedback, pulled parameters and optimizer state; the run "
+                          "is no longer bit-identical to an uninterrupted one");
+    }
+    sessions_[worker_id] = identity.session_id;
+    joined_[worker_id] = true;
+    num_samples_[worker_id] = num_samples;
+    if (options_.metrics) {
+      double joined = 0;
+      for (bool j : joined_) joined += j;
+      options_.metrics->workers_joined->Set(joined);
+    }
+    ComputeWeightsLocked();
+    r.config = options_.job;
+    r.round = machine_.round();
+    r.upload_parameters = params_.empty();
+    if (WeightsKnownLocked()) r.weight = weights_[worker_id];
+    r.committed_round = committed_round_;
+    if (!params_.empty()) r.params_digest = DigestFloats(params_);
+  }
+  if (!note.empty()) Log(note);
   return r;
+}
+
+absl::Status Coordinator::RollBack(uint64_t round, uint32_t restarted_worker) {
+  // Read the checkpoint without the lock (the job keeps running meanwhile), then swap it in.
+  REGTOPK_ASSIGN_OR_RETURN(ServerCheckpoint c, options_.checkpoints->Load(round));
+  std::vector<PushCallback> aborted;
+  uint64_t from = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](Coordinator* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) {
+          return p->shutting_down_ || p->machine_.phase() == RoundPhase::kCollecting;
+        },
+        this));
+    if (shutting_down_) return absl::UnavailableError("server is shutting down");
+    if (machine_.round() <= round) return absl::OkStatus();  // another join rolled back already
+    from = machine_.round();
+    params_ = std::move(c.params);
+    REGTOPK_RETURN_IF_ERROR(sgd_->SetMomentum(c.momentum));
+    aborted = machine_.Reset(round, c.last_result, c.last_push_digests);
+    if (ServerMetrics* m = options_.metrics) {
+      m->rollbacks->Add();
+      m->current_round->Set(static_cast<double>(round));
+    }
+  }
+  const std::string why = absl::StrCat("the job rolled back from round ", from,
+                                       " to the committed checkpoint of round ", round,
+                                       " because worker ", restarted_worker,
+                                       " restarted; join again to resume");
+  Log(why);
+  for (PushCallback& cb : aborted) cb(absl::AbortedError(why));
+  return absl::OkStatus();
 }
 
 absl::Status Coordinator::UploadParameters(uint32_t worker_id, std::vector<float> values) {
@@ -142,31 +258,40 @@ absl::Status Coordinator::UploadParameters(uint32_t worker_id, std::vector<float
   return absl::OkStatus();
 }
 
-absl::StatusOr<ParameterSnapshot> Coordinator::GetParameters() {
+absl::StatusOr<ParameterSnapshot> Coordinator::GetParameters(bool include_momentum) {
   ParameterSnapshot s;
   {
+    // The optimizer step and the round's advance happen in one critical section, so the
+    // parameters and their round label always agree.
     absl::MutexLock lock(&mu_);
     if (params_.empty()) {
       return absl::FailedPreconditionError("no parameters yet: waiting for the first upload");
     }
     s.values = params_;
-    s.round = round_;
+    if (include_momentum) {
+      absl::Span<const float> m = sgd_->momentum();
+      s.momentum.assign(m.begin(), m.end());
+    }
+    s.round = machine_.round();
   }
   s.digest = DigestFloats(s.values);
   return s;
 }
 
 absl::Status Coordinator::Push(uint32_t worker_id, uint64_t round, absl::string_view encoded,
-                               PushCallback done) {
+                               PushCallback done, uint64_t saved_state_round) {
   // State checks, then the (lock-free) decode, then the same checks again before recording:
   // another push of the same worker may have raced in meanwhile.
   // Each failed check names its metrics reason.
+  const uint64_t payload_digest = DigestBytes(encoded);
   const char* reason = "";
   auto check = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
     if (shutting_down_) {
       reason = "shutting_down";
       return absl::UnavailableError("server is shutting down");
     }
+    reason = "job_failed";
+    if (!job_status_.ok()) return job_status_;
     reason = "unknown_worker";
     if (worker_id >= joined_.size() || !joined_[worker_id]) {
       return absl::FailedPreconditionError(
@@ -182,29 +307,29 @@ absl::Status Coordinator::Push(uint32_t worker_id, uint64_t round, absl::string_
     }
     reason = "finished";
     const uint64_t total = options_.job.total_rounds;
-    if (total != 0 && round_ >= total) {
+    if (total != 0 && machine_.round() >= total) {
       return absl::FailedPreconditionError(
           absl::StrCat("the job finished after ", total, " rounds"));
     }
-    reason = "wrong_round";
-    if (round != round_) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("worker ", worker_id, " pushed round ", round,
-                       " but the server is collecting round ", round_));
+    switch (machine_.Classify(worker_id, round, payload_digest)) {
+      case RoundMachine::Verdict::kWrongRound:
+        reason = "wrong_round";
+        return absl::FailedPreconditionError(
+            absl::StrCat("worker ", worker_id, " pushed round ", round,
+                         " but the server is collecting round ", machine_.round()));
+      case RoundMachine::Verdict::kDuplicate:
+        reason = "duplicate";
+        return absl::FailedPreconditionError(
+            absl::StrCat("worker ", worker_id, " already pushed round ", round));
+      default:
+        return absl::OkStatus();
     }
-    reason = "duplicate";
-    if (pushes_[worker_id].has_value()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("worker ", worker_id, " already pushed round ", round));
-    }
-    return absl::OkStatus();
   };
   auto reject = [&](absl::Status s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     ++rejected_pushes_;
     if (options_.metrics) options_.metrics->Rejected(reason)->Add();
     return s;
   };
-  const uint64_t payload_digest = DigestBytes(encoded);
   uint64_t dim;
   {
     std::shared_ptr<const RoundResult> cached;
@@ -212,21 +337,20 @@ absl::Status Coordinator::Push(uint32_t worker_id, uint64_t round, absl::string_
     bool took_over = false;
     {
       absl::MutexLock lock(&mu_);
-      const bool known = !shutting_down_ && worker_id < joined_.size() && joined_[worker_id];
-      if (known && last_round_ && round + 1 == round_ &&
-          last_push_digests_[worker_id] == payload_digest) {
-        cached = last_round_;  // a retry after a lost reply
-      } else if (known && round == round_ && pushes_[worker_id].has_value() &&
-                 push_digests_[worker_id] == payload_digest) {
-        // A retry while the round is open (or closing, when the slot is already empty): the
-        // new call takes over; the closer also answers callbacks that arrive while it works.
-        superseded = std::move(callbacks_[worker_id]);
-        callbacks_[worker_id] = std::move(done);
-        took_over = true;
-      } else {
-        if (absl::Status s = check(); !s.ok()) return reject(s);
-        dim = dim_;
+      if (absl::Status s = check(); !s.ok()) return reject(s);
+      switch (machine_.Classify(worker_id, round, payload_digest)) {
+        case RoundMachine::Verdict::kRetryOfClosed:
+          cached = machine_.last_result();  // a retry after a lost reply
+          break;
+        case RoundMachine::Verdict::kRetryOfOpen:
+          // The new call takes over; the closer answers whichever call holds the slot.
+          superseded = machine_.TakeOver(worker_id, std::move(done));
+          took_over = true;
+          break;
+        default:
+          break;
       }
+      dim = dim_;
     }
     if (cached) {
       done(std::move(cached));
@@ -246,128 +370,235 @@ absl::Status Coordinator::Push(uint32_t worker_id, uint64_t round, absl::string_
         absl::StrCat("worker ", worker_id, " round ", round, ": ", decoded.message())));
   }
   if (absl::Status s = check(); !s.ok()) return reject(s);
+  if (machine_.Classify(worker_id, round, payload_digest) != RoundMachine::Verdict::kNew) {
+    reason = "duplicate";
+    return reject(absl::FailedPreconditionError(
+        absl::StrCat("worker ", worker_id, " already pushed round ", round)));
+  }
   if (ServerMetrics* m = options_.metrics) {
     m->push_bytes->Add(encoded.size());
     m->push_dense_equivalent_bytes->Add(4.0 * dim);
     m->upstream_compression->SetRatio(*m->push_dense_equivalent_bytes, *m->push_bytes);
   }
-  pushes_[worker_id] = std::move(grad);
-  callbacks_[worker_id] = std::move(done);
-  push_digests_[worker_id] = payload_digest;
-  if (++pushed_ == 1) first_push_time_ = absl::Now();
+  const bool saved = saved_state_round == round && options_.job.IsCheckpointRound(round);
+  machine_.Record(worker_id, payload_digest, std::move(grad), saved, std::move(done));
   return absl::OkStatus();
 }
 
+std::shared_ptr<ServerCheckpoint> Coordinator::SnapshotLocked() const {
+  auto c = std::make_shared<ServerCheckpoint>();
+  c->round = machine_.round();
+  c->job = options_.job;
+  c->dim = dim_;
+  c->layout_digest = layout_digest_;
+  c->num_samples = num_samples_;
+  c->weights = weights_;
+  c->params = params_;
+  absl::Span<const float> m = sgd_->momentum();
+  c->momentum.assign(m.begin(), m.end());
+  c->last_result = machine_.last_result();
+  c->last_push_digests = machine_.last_push_digests();
+  return c;
+}
+
 bool Coordinator::WaitForFullRoundLocked() {
-  const absl::Condition full(
-      +[](Coordinator* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu_) {
-        return c->shutting_down_ || c->pushed_ == c->options_.job.num_workers;
-      },
-      this);
-  const absl::Condition started(
-      +[](Coordinator* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu_) {
-        return c->shutting_down_ || c->pushed_ > 0;
-      },
-      this);
-  const absl::Duration timeout = options_.round_timeout;
+  const absl::Duration timeout = absl::Seconds(options_.job.round_timeout_seconds);
   while (true) {
-    if (timeout <= absl::ZeroDuration()) {
-      mu_.Await(full);
-      return !shutting_down_;
+    if (shutting_down_) return false;
+    // Checkpoint 0: the job's start, committed as soon as the job is ready (every worker's
+    // state before round 0 is empty, so the server's file alone makes it consistent).
+    if (options_.checkpoints && !has_committed_ && !params_.empty() && WeightsKnownLocked()) {
+      std::shared_ptr<ServerCheckpoint> c = SnapshotLocked();
+      mu_.Unlock();
+      absl::Status s = options_.checkpoints->WritePending(*c);
+      if (s.ok()) s = options_.checkpoints->Commit(c->round);
+      mu_.Lock();
+      if (!s.ok()) {
+        job_status_ = absl::InternalError(absl::StrCat("the job failed: cannot write its first checkpoint: ", s.message()));
+        std::vector<PushCallback> calls = machine_.Abandon();
+        mu_.Unlock();
+        Log(std::string(job_status_.message()));
+        for (PushCallback& cb : calls) cb(job_status_);
+        mu_.Lock();
+        continue;
+      }
+      has_committed_ = true;
+      committed_round_ = c->round;
+      continue;
     }
-    mu_.Await(started);
-    if (mu_.AwaitWithDeadline(full, first_push_time_ + timeout)) return !shutting_down_;
-    // Abandon the round: nothing was applied, so starting it over loses nothing but time.
-    std::vector<PushCallback> expired;
-    std::vector<uint32_t> missing;
-    for (uint32_t w = 0; w < pushes_.size(); ++w) {
-      if (!pushes_[w].has_value()) missing.push_back(w);
-      if (callbacks_[w]) expired.push_back(std::move(callbacks_[w]));
-      callbacks_[w] = nullptr;
-      pushes_[w].reset();
-      push_digests_[w] = 0;
+    const bool ready = job_status_.ok() && machine_.full() &&
+                       machine_.phase() == RoundPhase::kCollecting &&
+                       (!options_.checkpoints || has_committed_);
+    if (ready) return true;
+    const std::optional<absl::Time> first = machine_.first_push_time();
+    if (!job_status_.ok() || !first) {
+      // Nothing to time: wake when something changes.
+      const uint64_t round = machine_.round();
+      const uint32_t pushed = machine_.pushed();
+      struct Arg {
+        Coordinator* c;
+        uint64_t round;
+        uint32_t pushed;
+      } arg{this, round, pushed};
+      mu_.Await(absl::Condition(
+          +[](Arg* a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(a->c->mu_) {
+            return a->c->shutting_down_ || a->c->machine_.round() != a->round ||
+                   a->c->machine_.pushed() != a->pushed ||
+                   (a->c->options_.checkpoints && !a->c->has_committed_ && !a->c->params_.empty() &&
+                    a->c->WeightsKnownLocked()) ||
+                   a->c->machine_.full();
+          },
+          &arg));
+      continue;
     }
-    pushed_ = 0;
-    const std::string message = absl::StrCat(
-        "round ", round_, " did not close within ", absl::FormatDuration(timeout),
-        ": no push from worker(s) ", absl::StrJoin(missing, ", "),
-        " (dead, stuck or misconfigured); the round was abandoned");
-    if (ServerMetrics* m = options_.metrics) m->abandoned_rounds->Add();
-    mu_.Unlock();
-    for (PushCallback& cb : expired) cb(absl::DeadlineExceededError(message));
-    mu_.Lock();
+    const absl::Time now = options_.clock->Now();
+    const absl::Time deadline =
+        timeout > absl::ZeroDuration() ? *first + timeout : absl::InfiniteFuture();
+    if (now >= deadline) {
+      const std::vector<uint32_t> missing = machine_.Missing();
+      job_status_ = absl::FailedPreconditionError(absl::StrCat(
+          "the job failed: round ", machine_.round(), " waited ", absl::FormatDuration(timeout),
+          " (--round-timeout-seconds) for worker(s) ", absl::StrJoin(missing, ", "),
+          ", which never pushed or came back (dead, stuck or not restarted)"));
+      std::vector<PushCallback> calls = machine_.Abandon();
+      if (ServerMetrics* m = options_.metrics) m->abandoned_rounds->Add();
+      const absl::Status failed = job_status_;
+      mu_.Unlock();
+      Log(std::string(failed.message()));
+      for (PushCallback& cb : calls) cb(failed);
+      mu_.Lock();
+      continue;
+    }
+    // Wait for the round to fill, at most until the deadline, and say every ~10 s who is
+    // missing, so that an operator sees which process to restart.
+    const absl::Time wake = std::min(deadline, now + kWaitingLogInterval);
+    const uint64_t round = machine_.round();
+    struct Arg {
+      Coordinator* c;
+      uint64_t round;
+    } arg{this, round};
+    const bool changed = mu_.AwaitWithTimeout(
+        absl::Condition(
+            +[](Arg* a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(a->c->mu_) {
+              return a->c->shutting_down_ || a->c->machine_.full() || a->c->machine_.round() != a->round;
+            },
+            &arg),
+        wake - now);
+    if (!changed && options_.clock->Now() < deadline && machine_.round() == round) {
+      const std::string line = absl::StrCat(
+          "round ", round, " is waiting for worker(s) ", absl::StrJoin(machine_.Missing(), ", "),
+          " (", absl::FormatDuration(absl::Trunc(options_.clock->Now() - *first, absl::Seconds(1))),
+          " of ", absl::FormatDuration(timeout), " before the job fails)");
+      mu_.Unlock();
+      Log(line);
+      mu_.Lock();
+    }
   }
 }
 
 void Coordinator::CloserLoop() {
   const uint32_t n = options_.job.num_workers;
-  std::vector<SparseVector> pushes(n);
   std::vector<SparseView> views(n);
   std::vector<float> weights;
   SparseVector aggregate;
   while (true) {
-    std::vector<PushCallback> callbacks;
+    std::vector<SparseVector> pushes;
     uint64_t round, dim;
+    bool all_saved;
     {
       mu_.Lock();
       if (!WaitForFullRoundLocked()) {
         mu_.Unlock();
         return;
       }
-      // The pushes are moved out but their slots stay engaged, so a duplicate push for this
-      // round is still refused while the round closes.
-      for (uint32_t w = 0; w < n; ++w) {
-        pushes[w] = std::move(*pushes_[w]);
-        views[w] = pushes[w];
-      }
-      callbacks.swap(callbacks_);
-      callbacks_.resize(n);
+      pushes = machine_.BeginClose();
+      all_saved = machine_.AllSavedState();
       weights = weights_;
-      round = round_;
+      round = machine_.round();
       dim = dim_;
       mu_.Unlock();
     }
+    for (uint32_t w = 0; w < n; ++w) views[w] = pushes[w];
     auto result = std::make_shared<RoundResult>();
     result->round = round;
-    absl::Time t0 = absl::Now();
+    const absl::Time t0 = absl::Now();
     AggregateSparse(views, weights, &aggregate);  // worker-id order: reproducible bit for bit
-    absl::Time t1 = absl::Now();
+    const absl::Time t1 = absl::Now();
+    // The encoding needs only the aggregate, so it is done before the step, outside the lock.
+    if (options_.force_dense_aggregate) {
+      EncodeSparse(aggregate, dim, SparseFormat::kDense, &result->encoded);
+    } else {
+      EncodeSparseSmallest(aggregate, dim, &result->encoded);
+    }
+    const absl::Time t2 = absl::Now();
+    result->nnz = aggregate.nnz();
+
+    // Commit this round's checkpoint if every worker saved its state for it and the server's
+    // own file is durable.
+    std::string commit_note;
+    if (options_.checkpoints && options_.job.IsCheckpointRound(round)) {
+      absl::MutexLock lock(&mu_);
+      const bool already = has_committed_ && committed_round_ == round;  // resumed or rolled back here
+      mu_.Await(absl::Condition(
+          +[](Coordinator* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu_) {
+            return c->shutting_down_ || (c->to_write_ == nullptr && !c->writing_);
+          },
+          this));
+      if (already) {
+      } else if (!all_saved) {
+        commit_note = absl::StrCat("checkpoint of round ", round,
+                                   " not committed: not every worker saved its state for it");
+      } else if (last_written_ != round) {
+        commit_note = absl::StrCat("checkpoint of round ", round, " not committed: its write failed (",
+                                   last_write_status_.message(), ")");
+      } else {
+        absl::Status s = options_.checkpoints->Commit(round);
+        if (s.ok()) {
+          has_committed_ = true;
+          committed_round_ = round;
+          if (ServerMetrics* m = options_.metrics) {
+            m->checkpoints_committed->Add();
+            m->last_committed_round->Set(static_cast<double>(round));
+          }
+        } else {
+          commit_note = absl::StrCat("checkpoint of round ", round, " not committed: ", s.message());
+        }
+      }
+    }
+    if (!commit_note.empty()) Log(commit_note);
+
+    std::vector<PushCallback> callbacks;
     const uint32_t every = options_.job.digest_every;
+    const absl::Time t3 = absl::Now();
     {
+      // The step and the round's advance in one critical section: a pull never sees stepped
+      // parameters labelled with the old round.
       absl::MutexLock lock(&mu_);
       sgd_->Step(absl::MakeSpan(params_), aggregate);
       if (every != 0 && (round + 1) % every == 0) {
         result->has_digest = true;
         result->digest = DigestFloats(params_);
       }
-    }
-    absl::Time t2 = absl::Now();
-    if (options_.force_dense_aggregate) {
-      EncodeSparse(aggregate, dim, SparseFormat::kDense, &result->encoded);
-    } else {
-      EncodeSparseSmallest(aggregate, dim, &result->encoded);
-    }
-    absl::Time t3 = absl::Now();
-    result->nnz = aggregate.nnz();
-    result->aggregate_seconds = absl::ToDoubleSeconds(t1 - t0);
-    result->step_seconds = absl::ToDoubleSeconds(t2 - t1);
-    result->encode_seconds = absl::ToDoubleSeconds(t3 - t2);
-    std::shared_ptr<const RoundResult> shared = std::move(result);
-    {
-      absl::MutexLock lock(&mu_);
-      for (auto& p : pushes_) p.reset();
-      pushed_ = 0;
-      ++round_;
-      last_round_ = shared;
-      last_push_digests_.swap(push_digests_);
-      // Retries that arrived while the round was closing.
-      for (auto& cb : callbacks_) {
-        if (cb) callbacks.push_back(std::move(cb));
-        cb = nullptr;
+      result->committed_round = committed_round_;
+      result->aggregate_seconds = absl::ToDoubleSeconds(t1 - t0);
+      result->encode_seconds = absl::ToDoubleSeconds(t2 - t1);
+      result->step_seconds = absl::ToDoubleSeconds(absl::Now() - t3);
+      callbacks = machine_.FinishClose(result);
+      const uint64_t next = round + 1;
+      const uint64_t total = options_.job.total_rounds;
+      if (options_.checkpoints && options_.job.IsCheckpointRound(next) && (total == 0 || next < total)) {
+        // Copy the state now (one pass over memory); the writer thread does the slow part.
+        mu_.Await(absl::Condition(
+            +[](Coordinator* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu_) {
+              return c->shutting_down_ || c->to_write_ == nullptr;
+            },
+            this));
+        to_write_ = SnapshotLocked();
       }
     }
+    std::shared_ptr<const RoundResult> shared = std::move(result);
     if (ServerMetrics* m = options_.metrics) {
-      const absl::Time now = absl::Now();
+      const absl::Time now = options_.clock->Now();
       m->rounds->Add();
       m->round_seconds->Observe(absl::ToDoubleSeconds(now - last_close_));
       last_close_ = now;
@@ -385,22 +616,61 @@ void Coordinator::CloserLoop() {
   }
 }
 
+void Coordinator::WriterLoop() {
+  while (true) {
+    std::shared_ptr<ServerCheckpoint> c;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](Coordinator* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) {
+            return p->to_write_ != nullptr || p->writer_stop_;
+          },
+          this));
+      if (to_write_ == nullptr) return;  // stopped, nothing left
+      c = std::move(to_write_);
+      writing_ = true;
+    }
+    const absl::Time start = absl::Now();
+    absl::Status s = options_.checkpoints->WritePending(*c);
+    if (ServerMetrics* m = options_.metrics) {
+      m->checkpoint_write_seconds->Add(absl::ToDoubleSeconds(absl::Now() - start));
+    }
+    if (!s.ok()) Log(absl::StrCat("writing the checkpoint of round ", c->round, " failed: ", s.message()));
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    last_write_status_ = s;
+    if (s.ok()) last_written_ = c->round;
+  }
+}
+
 void Coordinator::Shutdown() {
   std::vector<PushCallback> callbacks;
   {
     absl::MutexLock lock(&mu_);
     if (!shutting_down_) {
       shutting_down_ = true;
-      for (auto& cb : callbacks_) {
-        if (cb) callbacks.push_back(std::move(cb));
-        cb = nullptr;
-      }
+      // A round being closed is answered by the closer; an open one gets UNAVAILABLE.
+      if (machine_.phase() == RoundPhase::kCollecting) callbacks = machine_.Abandon();
     }
   }
   for (PushCallback& cb : callbacks) {
     cb(absl::UnavailableError("server is shutting down; the round did not close"));
   }
   if (closer_.joinable() && closer_.get_id() != std::this_thread::get_id()) closer_.join();
+  if (writer_.joinable() && writer_.get_id() != std::this_thread::get_id()) {
+    {
+      // The checkpoint being written is finished; then the current state is written as a
+      // final pending checkpoint (committed only if the workers saved the same round).
+      absl::MutexLock lock(&mu_);
+      if (to_write_ == nullptr && !params_.empty() && sgd_ &&
+          (!last_written_ || *last_written_ != machine_.round()) &&
+          (!has_committed_ || committed_round_ != machine_.round())) {
+        to_write_ = SnapshotLocked();
+      }
+      writer_stop_ = true;
+    }
+    writer_.join();
+  }
 }
 
 void Coordinator::CountRejectedPush(const std::string& reason) {
@@ -417,7 +687,7 @@ bool Coordinator::AwaitPushes(uint32_t pushes, absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
   return mu_.AwaitWithTimeout(absl::Condition(
                                   +[](Arg* a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(a->c->mu_) {
-                                    return a->c->pushed_ >= a->pushes;
+                                    return a->c->machine_.pushed() >= a->pushes;
                                   },
                                   &arg),
                               timeout);
@@ -426,14 +696,16 @@ bool Coordinator::AwaitPushes(uint32_t pushes, absl::Duration timeout) {
 CoordinatorStatus Coordinator::GetStatus() {
   absl::MutexLock lock(&mu_);
   CoordinatorStatus s;
-  s.round = round_;
+  s.round = machine_.round();
   for (bool j : joined_) s.workers_joined += j;
   s.num_workers = options_.job.num_workers;
   s.parameters_ready = !params_.empty();
-  s.finished = options_.job.total_rounds != 0 && round_ >= options_.job.total_rounds;
+  s.finished = options_.job.total_rounds != 0 && machine_.round() >= options_.job.total_rounds;
   s.rejected_pushes = rejected_pushes_;
-  s.pushes_this_round = pushed_;
-  s.last_round = last_round_;
+  s.pushes_this_round = machine_.pushed();
+  s.committed_round = committed_round_;
+  s.job_status = job_status_;
+  s.last_round = machine_.last_result();
   return s;
 }
 

@@ -1,12 +1,14 @@
 // Coordinator: the parameter server's domain logic, with no gRPC in it. It registers workers,
 // holds the authoritative parameters and optimizer state, validates and collects each round's
-// pushes, and when every worker has pushed round t, aggregates (worker-id order), applies the
-// optimizer, encodes the aggregate once and hands the same bytes to every waiting push.
+// pushes (a RoundMachine, server/round.h), and when every worker has pushed round t, aggregates
+// (worker-id order), applies the optimizer, encodes the aggregate once and hands the same bytes
+// to every waiting push. With a checkpoint folder it also writes checkpoints in the background,
+// commits them when every worker has saved its state for the same round, resumes from the
+// newest committed one, and rolls the job back to it when a worker's process restarts.
 // Thread-safe. Round closing runs on the coordinator's own thread, never on a caller's.
 #ifndef REGTOPK_SERVER_COORDINATOR_H_
 #define REGTOPK_SERVER_COORDINATOR_H_
 
-#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -20,40 +22,41 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
 #include "common/job_config.h"
 #include "common/optim/sgd.h"
 #include "common/sparse/sparse_vector.h"
+#include "server/checkpoint.h"
+#include "server/round.h"
 #include "server/server_metrics.h"
 
 namespace regtopk {
 
 struct CoordinatorOptions {
+  // The job; job.round_timeout_seconds is how long a round waits for a missing worker (or its
+  // replacement) before the job fails; job.checkpoint_every needs `checkpoints`.
   JobConfig job;
   // Largest model accepted at join (parameters).
   uint64_t max_dim = uint64_t{1} << 31;
   // Send every aggregate in the dense encoding (the benchmark's baseline); lossless either way.
   bool force_dense_aggregate = false;
-  // A round that has not closed this long after its first push is abandoned: the waiting
-  // pushes get DEADLINE_EXCEEDED naming the workers that never pushed (dead or stuck), and the
-  // round starts over with nothing applied. Zero = wait forever.
-  absl::Duration round_timeout = absl::ZeroDuration();
+  // Where checkpoints go; null = none (then job.checkpoint_every must be 0).
+  std::shared_ptr<CheckpointStore> checkpoints;
+  // Start from this checkpoint (its job config must equal `job`); null = a new job. Create
+  // takes it out of the options (its buffers become the coordinator's).
+  std::shared_ptr<ServerCheckpoint> resume;
   // Borrowed, may be null; must outlive the coordinator.
   ServerMetrics* metrics = nullptr;
+  // Where timeouts are measured; borrowed, never null.
+  Clock* clock = Clock::Real();
   // Called (from the coordinator's thread, outside locks) after each round closes; may be empty.
-  std::function<void(const struct RoundResult&)> on_round_closed;
+  std::function<void(const RoundResult&)> on_round_closed;
+  // One line for the operator (rollbacks, fresh-state joins, a missing worker every ~10 s,
+  // uncommitted checkpoints, the job's failure); may be empty. Called outside locks.
+  std::function<void(const std::string&)> log;
 
   absl::Status Validate() const;
-};
-
-// One closed round, shared by every push it answers.
-struct RoundResult {
-  uint64_t round = 0;
-  std::string encoded;  // SparseCodec encoding of the aggregate
-  size_t nnz = 0;
-  bool has_digest = false;
-  uint64_t digest = 0;  // of the parameters after this round's step
-  double aggregate_seconds = 0, step_seconds = 0, encode_seconds = 0;
 };
 
 struct JoinResult {
@@ -61,11 +64,14 @@ struct JoinResult {
   uint64_t round = 0;
   bool upload_parameters = false;
   std::optional<float> weight;  // known for uniform weighting or once all workers joined
+  uint64_t params_digest = 0;   // of the parameters at `round`; 0 while there are none
+  uint64_t committed_round = 0;
 };
 
 struct ParameterSnapshot {
   std::vector<float> values;
-  uint64_t round = 0;  // the round these parameters are the state before
+  std::vector<float> momentum;  // only when asked for, and only with momentum
+  uint64_t round = 0;           // the round these parameters are the state before
   uint64_t digest = 0;
 };
 
@@ -77,49 +83,56 @@ struct CoordinatorStatus {
   bool finished = false;
   uint64_t rejected_pushes = 0;
   uint32_t pushes_this_round = 0;
+  uint64_t committed_round = 0;
+  absl::Status job_status;  // not OK once the job failed
   std::shared_ptr<const RoundResult> last_round;  // null before the first round closes
 };
 
 class Coordinator {
  public:
-  // Receives round t's result, or UNAVAILABLE if the server shuts down first. Called exactly
-  // once per accepted push, from the coordinator's thread or from Shutdown(), outside locks.
-  using PushCallback = std::function<void(absl::StatusOr<std::shared_ptr<const RoundResult>>)>;
-
-  // Validates `options` and starts the round-closing thread.
+  // Validates `options`, applies options.resume, and starts the round-closing thread (and the
+  // checkpoint writer).
   static absl::StatusOr<std::unique_ptr<Coordinator>> Create(CoordinatorOptions options);
-  ~Coordinator();  // Shutdown() and join the thread.
+  ~Coordinator();  // Shutdown() and join the threads.
 
   Coordinator(const Coordinator&) = delete;
   Coordinator& operator=(const Coordinator&) = delete;
 
-  // Registers worker `worker_id` (idempotent for the same layout). num_samples == 0 is a probe:
-  // it returns the job config and registers nothing. INVALID_ARGUMENT: id out of range, dim 0
-  // or above max_dim. FAILED_PRECONDITION: layout (dim or digest) differs from the first
-  // worker's.
+  // Registers worker `worker_id`. num_samples == 0 is a probe: it returns the job config and
+  // registers nothing. A join with a session id the server does not know for this worker,
+  // after round 0, is a restarted worker process: it must hold the state of the newest
+  // committed round (and then, if the job has moved past that round, the whole job rolls back
+  // to it: held pushes get ABORTED) or ask for fresh state (counted and logged; the run is no
+  // longer bit-identical). INVALID_ARGUMENT: id out of range, dim 0 or above max_dim.
+  // FAILED_PRECONDITION: layout differs from the first worker's; a restarted worker without
+  // the state to resume; the job failed. UNAVAILABLE: shutting down. Blocks on disk I/O when
+  // it rolls back.
   absl::StatusOr<JoinResult> Join(uint32_t worker_id, uint64_t num_samples, uint64_t dim,
-                                  uint64_t layout_digest);
+                                  uint64_t layout_digest, const JoinIdentity& identity = {});
 
   // Installs the initial parameters. FAILED_PRECONDITION: worker not joined, or parameters
   // already present. INVALID_ARGUMENT: wrong length or a non-finite value.
   absl::Status UploadParameters(uint32_t worker_id, std::vector<float> values);
 
-  // A copy of the current parameters. FAILED_PRECONDITION (retryable) before any upload.
-  absl::StatusOr<ParameterSnapshot> GetParameters();
+  // A copy of the current parameters (and the momentum buffer if asked), labelled with the
+  // round they are the state before. FAILED_PRECONDITION (retryable) before any upload.
+  absl::StatusOr<ParameterSnapshot> GetParameters(bool include_momentum = false);
 
-  // Accepts worker `worker_id`'s encoded sparse gradient for `round`. Returns the rejection
-  // (nothing recorded, `done` never called) or OK, after which `done` is called exactly once.
+  // Accepts worker `worker_id`'s encoded sparse gradient for `round`; `saved_state_round` is
+  // the round the worker saved its state before (0 = none). Returns the rejection (nothing
+  // recorded, `done` never called) or OK, after which `done` is called exactly once.
   // Retries are idempotent: the same bytes again for the open round take over the earlier call
   // (which gets ABORTED) without counting twice; the same bytes for the round that just closed
-  // are answered at once with that round's result (a worker whose reply was lost recovers).
-  // FAILED_PRECONDITION: unknown worker, parameters not ready, weights not yet known, round
-  // other than the current one, second push for the round, job finished. INVALID_ARGUMENT:
-  // anything DecodeSparse rejects (with more than k entries as the limit). UNAVAILABLE: shut down.
+  // are answered at once with that round's result. FAILED_PRECONDITION: unknown worker,
+  // parameters not ready, weights not yet known, round other than the current one, second push
+  // for the round, job finished or failed. INVALID_ARGUMENT: anything DecodeSparse rejects
+  // (with more than k entries as the limit). UNAVAILABLE: shut down.
   absl::Status Push(uint32_t worker_id, uint64_t round, absl::string_view encoded,
-                    PushCallback done);
+                    PushCallback done, uint64_t saved_state_round = 0);
 
-  // Fails every waiting push with UNAVAILABLE and refuses new ones. Idempotent; blocks until
-  // the round-closing thread has stopped.
+  // Fails every waiting push with UNAVAILABLE and refuses new ones; lets an in-flight
+  // checkpoint write finish, then writes the current state as a final pending checkpoint.
+  // Idempotent; blocks until the coordinator's threads have stopped.
   void Shutdown();
 
   // Counts a push the service layer refused before handing it over, with its metrics reason
@@ -130,51 +143,57 @@ class Coordinator {
   ServerMetrics* metrics() const { return options_.metrics; }
 
   CoordinatorStatus GetStatus();
+  uint64_t dim() const;
+  const JobConfig& job() const { return options_.job; }
 
   // Blocks until the open round holds at least `pushes` accepted pushes (true) or `timeout`
   // passes (false). A notification for tests and tools that must act while pushes are held,
   // so that none of them polls.
   bool AwaitPushes(uint32_t pushes, absl::Duration timeout);
-  uint64_t dim() const;
-  const JobConfig& job() const { return options_.job; }
 
  private:
-  explicit Coordinator(CoordinatorOptions options);
+  Coordinator(CoordinatorOptions options, std::shared_ptr<ServerCheckpoint> resume);
   void CloserLoop();
-  // Blocks until every worker has pushed the open round (true) or the coordinator shuts down
-  // (false). Rounds that time out meanwhile are abandoned (see round_timeout); their callbacks
-  // run with mu_ released.
+  void WriterLoop();
+  // Waits until the open round can close (true) or shutdown (false); fails the job when a
+  // round outlives the round timeout, and writes checkpoint 0 once the job is ready.
   bool WaitForFullRoundLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool WeightsKnownLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ComputeWeightsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::shared_ptr<ServerCheckpoint> SnapshotLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Loads checkpoint `round` and makes it the job's state; ABORTs held pushes.
+  absl::Status RollBack(uint64_t round, uint32_t restarted_worker) ABSL_LOCKS_EXCLUDED(mu_);
+  void Log(const std::string& line) const;
 
-  // Constant after construction.
+  // Constant after construction (the store is used by one thread at a time: the writer, or a
+  // caller holding writer_idle_).
   const CoordinatorOptions options_;
 
   mutable absl::Mutex mu_;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status job_status_ ABSL_GUARDED_BY(mu_);
   uint64_t dim_ ABSL_GUARDED_BY(mu_) = 0;  // 0 until the first join
   uint64_t layout_digest_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<bool> joined_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint64_t> sessions_ ABSL_GUARDED_BY(mu_);  // 0 = none yet
   std::vector<uint64_t> num_samples_ ABSL_GUARDED_BY(mu_);
   std::vector<float> weights_ ABSL_GUARDED_BY(mu_);  // empty until known
   std::vector<float> params_ ABSL_GUARDED_BY(mu_);   // empty until uploaded
   std::unique_ptr<Sgd> sgd_ ABSL_GUARDED_BY(mu_);
-  uint64_t round_ ABSL_GUARDED_BY(mu_) = 0;
-  // This round's accepted pushes, by worker id.
-  std::vector<std::optional<SparseVector>> pushes_ ABSL_GUARDED_BY(mu_);
-  std::vector<PushCallback> callbacks_ ABSL_GUARDED_BY(mu_);
-  // Digests of the payloads accepted for the open round and for the round that just closed,
-  // by worker id: they recognise retries.
-  std::vector<uint64_t> push_digests_ ABSL_GUARDED_BY(mu_);
-  std::vector<uint64_t> last_push_digests_ ABSL_GUARDED_BY(mu_);
-  uint32_t pushed_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Time first_push_time_ ABSL_GUARDED_BY(mu_);
-  std::shared_ptr<const RoundResult> last_round_ ABSL_GUARDED_BY(mu_);
+  RoundMachine machine_ ABSL_GUARDED_BY(mu_);
   uint64_t rejected_pushes_ ABSL_GUARDED_BY(mu_) = 0;
+  // Checkpoints: the newest committed round (valid when has_committed_), the snapshot waiting
+  // for the writer, the round being written, and the outcome of the last write.
+  bool has_committed_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t committed_round_ ABSL_GUARDED_BY(mu_) = 0;
+  std::shared_ptr<ServerCheckpoint> to_write_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool writer_stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<uint64_t> last_written_ ABSL_GUARDED_BY(mu_);  // durable pending round
+  absl::Status last_write_status_ ABSL_GUARDED_BY(mu_);
 
-  std::thread closer_;
-  absl::Time last_close_ = absl::Now();  // used only by the closer thread
+  std::thread closer_, writer_;
+  absl::Time last_close_;  // used only by the closer thread
 };
 
 }  // namespace regtopk

@@ -10,16 +10,21 @@
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <cstdlib>
 #include <string>
+#include <tuple>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
 #include "common/cli/flags.h"
 #include "common/metrics/http_exporter.h"
 #include "common/wire/chunking.h"
 #include "common/wire/sparse_codec.h"
+#include "server/checkpoint.h"
 #include "server/coordinator.h"
 #include "server/service.h"
 
@@ -43,8 +48,13 @@ ABSL_FLAG(uint64_t, seed, 1, "seed handed to the workers' sparsifiers (worker n:
 ABSL_FLAG(bool, force_dense_aggregate, false,
           "always send the aggregate dense (a baseline for benchmarks; still lossless)");
 ABSL_FLAG(double, round_timeout_seconds, 600,
-          "abandon a round that has not closed this long after its first push, telling the "
-          "waiting workers which ones never pushed (dead peers); 0 = wait forever");
+          "how long a round waits for a missing worker (or its restarted replacement) after its "
+          "first push before the job fails, naming it; 0 = wait forever");
+ABSL_FLAG(std::string, checkpoint_dir, "",
+          "keep checkpoints here and resume from the newest committed one on start (the stored "
+          "job config wins); empty = no checkpoints");
+ABSL_FLAG(uint32_t, checkpoint_every, 100,
+          "with --checkpoint-dir: checkpoint before every round that is a multiple of this");
 ABSL_FLAG(int, log_every, 1, "log one line every N closed rounds; 0 = never");
 ABSL_FLAG(int, metrics_port, -1,
           "serve Prometheus metrics on http://HOST:PORT/metrics; 0 picks a free port (printed "
@@ -86,11 +96,57 @@ JobConfig JobFromFlags() {
   job.total_rounds = absl::GetFlag(FLAGS_rounds);
   job.digest_every = absl::GetFlag(FLAGS_digest_every);
   job.seed = absl::GetFlag(FLAGS_seed);
+  job.round_timeout_seconds = absl::GetFlag(FLAGS_round_timeout_seconds);
+  if (!(job.round_timeout_seconds >= 0)) FlagErrorExit(kProgram, "--round-timeout-seconds must be >= 0");
+  if (!absl::GetFlag(FLAGS_checkpoint_dir).empty()) {
+    job.checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);
+    if (job.checkpoint_every == 0) FlagErrorExit(kProgram, "--checkpoint-every must be >= 1");
+  } else if (FlagWasSet("checkpoint_every")) {
+    FlagErrorExit(kProgram, "--checkpoint-every needs --checkpoint-dir");
+  }
   if (absl::Status s = job.Validate(); !s.ok()) FlagErrorExit(kProgram, s.message());
   return job;
 }
 
+// On resume the stored job config wins; a job flag given on the command line must agree.
+void CheckFlagsAgreeWith(const JobConfig& stored, const JobConfig& flags, uint64_t round) {
+  const std::vector<std::tuple<const char*, std::string, std::string>> fields = {
+      {"algorithm", std::string(AlgorithmName(stored.algorithm)), std::string(AlgorithmName(flags.algorithm))},
+      {"density", absl::StrCat(stored.density), absl::StrCat(flags.density)},
+      {"mu", absl::StrCat(stored.mu), absl::StrCat(flags.mu)},
+      {"lr", absl::StrCat(stored.sgd.lr), absl::StrCat(flags.sgd.lr)},
+      {"momentum", absl::StrCat(stored.sgd.momentum), absl::StrCat(flags.sgd.momentum)},
+      {"nesterov", absl::StrCat(stored.sgd.nesterov), absl::StrCat(flags.sgd.nesterov)},
+      {"weight_decay", absl::StrCat(stored.sgd.weight_decay), absl::StrCat(flags.sgd.weight_decay)},
+      {"workers", absl::StrCat(stored.num_workers), absl::StrCat(flags.num_workers)},
+      {"weighting", stored.weighting == Weighting::kSamples ? "samples" : "uniform",
+       flags.weighting == Weighting::kSamples ? "samples" : "uniform"},
+      {"rounds", absl::StrCat(stored.total_rounds), absl::StrCat(flags.total_rounds)},
+      {"digest_every", absl::StrCat(stored.digest_every), absl::StrCat(flags.digest_every)},
+      {"seed", absl::StrCat(stored.seed), absl::StrCat(flags.seed)},
+      {"checkpoint_every", absl::StrCat(stored.checkpoint_every), absl::StrCat(flags.checkpoint_every)},
+      {"round_timeout_seconds", absl::StrCat(stored.round_timeout_seconds),
+       absl::StrCat(flags.round_timeout_seconds)},
+  };
+  for (const auto& [name, was, given] : fields) {
+    if (FlagWasSet(name) && was != given) {
+      FlagErrorExit(kProgram, absl::StrCat("--", absl::StrReplaceAll(name, {{"_", "-"}}), "=", given,
+                                           " contradicts the job in --checkpoint-dir (", was,
+                                           ", resuming at round ", round,
+                                           "); drop the flag or use another directory"));
+    }
+  }
+}
+
 int Main() {
+  // Handle SIGINT/SIGTERM synchronously on this thread: block them before any thread starts
+  // (the coordinator's and gRPC's threads inherit the mask, so none of them can take a signal
+  // and die of it).
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   const int port = absl::GetFlag(FLAGS_port);
   if (port < 0 || port > 65535)
     FlagErrorExit(kProgram, absl::StrCat("--port must be in [0, 65535]"));
@@ -99,15 +155,39 @@ int Main() {
   }
   CoordinatorOptions options;
   options.job = JobFromFlags();
+  options.log = [](const std::string& line) { std::cerr << kProgram << ": " << line << std::endl; };
+  if (const std::string dir = absl::GetFlag(FLAGS_checkpoint_dir); !dir.empty()) {
+    auto store = CheckpointStore::Open(dir);
+    if (!store.ok()) FlagErrorExit(kProgram, store.status().message());
+    std::vector<std::string> skipped;
+    auto resume = (*store)->LoadNewest(&skipped);
+    for (const std::string& line : skipped) options.log(line);
+    if (resume.ok()) {
+      CheckFlagsAgreeWith(resume->job, options.job, resume->round);
+      options.job = resume->job;
+      options.log(absl::StrCat("resuming the job from the committed checkpoint of round ",
+                               resume->round, " in ", dir));
+      options.resume = std::make_shared<ServerCheckpoint>(std::move(*resume));
+    } else if (resume.status().code() != absl::StatusCode::kNotFound) {
+      // Never start over silently while the folder holds checkpoints.
+      std::cerr << kProgram << ": cannot resume: " << resume.status().message()
+                << " (refusing to start the job over; move the folder away to do that)\n";
+      return 1;
+    }
+    if (const char* fault = std::getenv("REGTOPK_FAULT_KILL_IN_CHECKPOINT_WRITE")) {
+      // Test hook: "ROUND:BYTES" makes the server SIGKILL itself mid-write of that checkpoint.
+      uint64_t round = 0, bytes = 0;
+      if (std::sscanf(fault, "%lu:%lu", &round, &bytes) == 2) (*store)->set_kill_during_write(round, bytes);
+    }
+    options.checkpoints = std::move(*store);
+  }
   MetricsRegistry registry;
   ServerMetrics metrics(&registry);
   options.metrics = &metrics;
   options.force_dense_aggregate = absl::GetFlag(FLAGS_force_dense_aggregate);
-  const double round_timeout = absl::GetFlag(FLAGS_round_timeout_seconds);
-  if (!(round_timeout >= 0)) FlagErrorExit(kProgram, "--round-timeout-seconds must be >= 0");
-  options.round_timeout = absl::Seconds(round_timeout);
   const int log_every = absl::GetFlag(FLAGS_log_every);
   const uint64_t total_rounds = options.job.total_rounds;
+  const bool checkpointing = options.checkpoints != nullptr;
   options.on_round_closed = [log_every, total_rounds](const RoundResult& r) {
     if (log_every > 0 && (r.round + 1) % log_every == 0) {
       SparseHeader h;
@@ -127,12 +207,6 @@ int Main() {
   auto coordinator = Coordinator::Create(std::move(options));
   if (!coordinator.ok()) FlagErrorExit(kProgram, coordinator.status().message());
 
-  // Handle SIGINT/SIGTERM synchronously on this thread: block them before gRPC starts threads.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   ParameterServerService service(coordinator->get());
   grpc::EnableDefaultHealthCheckService(true);
@@ -166,6 +240,7 @@ int Main() {
 
   const double linger = absl::GetFlag(FLAGS_linger_seconds);
   auto finished_at = std::chrono::steady_clock::time_point::max();
+  bool job_failed = false;
   while (true) {
     timespec tick{0, 100 * 1000 * 1000};
     const int sig = sigtimedwait(&signals, nullptr, &tick);
@@ -178,6 +253,12 @@ int Main() {
       finished_at = std::chrono::steady_clock::now();
       std::cerr << kProgram << ": job finished after " << total_rounds << " rounds\n";
     }
+    if (!job_failed && !(*coordinator)->GetStatus().job_status.ok()) {
+      // The message was logged when the job failed; the waiting workers have it too. Linger
+      // so that workers that come back late learn it from Join, then exit non-zero.
+      job_failed = true;
+      finished_at = std::chrono::steady_clock::now();
+    }
     if (std::chrono::steady_clock::now() - finished_at >
         std::chrono::duration<double>(std::max(0.0, linger))) {
       break;
@@ -188,7 +269,8 @@ int Main() {
   if (auto* health = server->GetHealthCheckService()) health->Shutdown();
   // Connected clients can hold this for the whole grace period; held pushes are already done.
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
-  return 0;
+  if (checkpointing) std::cerr << kProgram << ": checkpoints flushed\n";
+  return job_failed ? 1 : 0;
 }
 
 }  // namespace

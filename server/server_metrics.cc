@@ -6,13 +6,25 @@ namespace regtopk {
 
 namespace {
 constexpr const char* kReasons[] = {"unknown_worker", "wrong_round", "duplicate", "not_ready",
-                                    "finished",       "malformed",   "oversize",  "shutting_down"};
+                                    "finished",       "malformed",   "oversize",  "shutting_down",
+                                    "job_failed",     "cancelled"};
 }  // namespace
 
 ServerMetrics::ServerMetrics(MetricsRegistry* r)
     : rounds(r->AddCounter("regtopk_rounds_total", "Rounds closed.")),
       abandoned_rounds(r->AddCounter("regtopk_abandoned_rounds_total",
                                      "Rounds abandoned because a worker never pushed in time.")),
+      rollbacks(r->AddCounter("regtopk_rollbacks_total",
+                              "Times the job was rolled back to a committed checkpoint.")),
+      fresh_state_joins(r->AddCounter("regtopk_fresh_state_joins_total",
+                                      "Restarted workers that joined with fresh state (the run is "
+                                      "no longer bit-identical).")),
+      checkpoints_committed(
+          r->AddCounter("regtopk_checkpoints_committed_total", "Checkpoints committed.")),
+      checkpoint_write_seconds(r->AddCounter("regtopk_checkpoint_write_seconds_total",
+                                             "Time spent writing checkpoints (background).")),
+      last_committed_round(
+          r->AddGauge("regtopk_last_committed_round", "Round of the newest committed checkpoint.")),
       round_seconds(r->AddHistogram(
           "regtopk_round_duration_seconds", "Wall time from one round's close to the next's.",
           {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30})),

@@ -19,6 +19,11 @@ struct ServerMetrics {
 
   Counter* rounds;
   Counter* abandoned_rounds;
+  Counter* rollbacks;
+  Counter* fresh_state_joins;
+  Counter* checkpoints_committed;
+  Counter* checkpoint_write_seconds;
+  Gauge* last_committed_round;
   Histogram* round_seconds;  // from one round's close to the next's
   Counter* bytes_received;   // payload bytes: pushes and uploads
   Counter* bytes_sent;       // payload bytes: aggregates and pulls

@@ -76,8 +76,14 @@ grpc::ServerUnaryReactor* ParameterServerService::Join(grpc::CallbackServerConte
                                                        const v1::JoinRequest* request,
                                                        v1::JoinResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  JoinIdentity identity;
+  identity.session_id = request->session_id();
+  identity.state_rounds.assign(request->state_rounds().begin(), request->state_rounds().end());
+  identity.fresh_state = request->fresh_state();
+  // Runs in the reaction: a join only blocks when it rolls the job back (reading a checkpoint),
+  // which happens once per worker restart.
   auto result = coordinator_->Join(request->worker_id(), request->num_samples(), request->dim(),
-                                   request->layout_digest());
+                                   request->layout_digest(), identity);
   if (!result.ok()) {
     reactor->Finish(ToGrpcStatus(result.status()));
     return reactor;
@@ -87,6 +93,8 @@ grpc::ServerUnaryReactor* ParameterServerService::Join(grpc::CallbackServerConte
   response->set_upload_parameters(result->upload_parameters);
   response->set_weight_known(result->weight.has_value());
   if (result->weight) response->set_weight(*result->weight);
+  response->set_params_digest(result->params_digest);
+  response->set_committed_round(result->committed_round);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -183,8 +191,9 @@ grpc::ServerReadReactor<v1::ParameterChunk>* ParameterServerService::UploadParam
 // Streams a snapshot of the parameters in chunks, one write in flight at a time.
 class PullReactor final : public Handler<grpc::ServerWriteReactor<v1::ParameterChunk>> {
  public:
-  PullReactor(ParameterServerService* service, uint32_t worker_id) : service_(service) {
-    auto snapshot = service_->coordinator_->GetParameters();
+  PullReactor(ParameterServerService* service, uint32_t worker_id, bool include_momentum)
+      : service_(service) {
+    auto snapshot = service_->coordinator_->GetParameters(include_momentum);
     if (!snapshot.ok()) {
       Done(ToGrpcStatus(snapshot.status()));
       return;
@@ -196,20 +205,32 @@ class PullReactor final : public Handler<grpc::ServerWriteReactor<v1::ParameterC
 
   void OnWriteDone(bool ok) override {
     if (!ok) return Done(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
-    if (offset_ == snapshot_.values.size()) return Done(grpc::Status::OK);
+    if (offset_ == Current().size()) {
+      // The parameters, then the momentum buffer when it was asked for and exists.
+      if (section_ == v1::ParameterChunk::MOMENTUM || snapshot_.momentum.empty()) {
+        return Done(grpc::Status::OK);
+      }
+      section_ = v1::ParameterChunk::MOMENTUM;
+      offset_ = 0;
+    }
     WriteNext();
   }
 
  private:
+  const std::vector<float>& Current() const {
+    return section_ == v1::ParameterChunk::MOMENTUM ? snapshot_.momentum : snapshot_.values;
+  }
   void WriteNext() {
-    const size_t dim = snapshot_.values.size();
+    const std::vector<float>& buffer = Current();
+    const size_t dim = buffer.size();
     const size_t n = std::min(kChunkBytes / 4, dim - offset_);
-    chunk_.set_dim(dim);
+    chunk_.set_dim(snapshot_.values.size());
+    chunk_.set_section(section_);
     chunk_.set_offset(offset_);
     chunk_.set_round(snapshot_.round);
-    chunk_.set_values(reinterpret_cast<const char*>(snapshot_.values.data() + offset_), 4 * n);
+    chunk_.set_values(reinterpret_cast<const char*>(buffer.data() + offset_), 4 * n);
     offset_ += n;
-    if (offset_ == dim) chunk_.set_digest(snapshot_.digest);
+    chunk_.set_digest(offset_ == dim && section_ == v1::ParameterChunk::PARAMETERS ? snapshot_.digest : 0);
     service_->AddBytesOut(4 * n);
     StartWrite(&chunk_);
   }
@@ -217,12 +238,13 @@ class PullReactor final : public Handler<grpc::ServerWriteReactor<v1::ParameterC
   ParameterServerService* const service_;
   ParameterSnapshot snapshot_;
   v1::ParameterChunk chunk_;
+  v1::ParameterChunk::Section section_ = v1::ParameterChunk::PARAMETERS;
   size_t offset_ = 0;
 };
 
 grpc::ServerWriteReactor<v1::ParameterChunk>* ParameterServerService::PullParameters(
     grpc::CallbackServerContext*, const v1::PullParametersRequest* request) {
-  return new PullReactor(this, request->worker_id());
+  return new PullReactor(this, request->worker_id(), request->include_optimizer_state());
 }
 
 // Reads the push's chunks until the client half-closes, submits the push, and when the round
@@ -230,9 +252,14 @@ grpc::ServerWriteReactor<v1::ParameterChunk>* ParameterServerService::PullParame
 class PushReactor final
     : public Handler<grpc::ServerBidiReactor<v1::PushChunk, v1::AggregateChunk>> {
  public:
-  explicit PushReactor(ParameterServerService* service) : service_(service) { StartRead(&in_); }
+  PushReactor(ParameterServerService* service, grpc::CallbackServerContext* context)
+      : service_(service), context_(context) {
+    StartRead(&in_);
+  }
 
   void OnReadDone(bool ok) override {
+    // A client that gave up (cancelled, or its deadline passed) did not send a malformed push.
+    if (!ok && context_->IsCancelled()) return Done(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
     if (!ok) return Submit();
     service_->AddBytesIn(in_.payload().size());
     if (!started_) {
@@ -240,6 +267,7 @@ class PushReactor final
       worker_id_ = in_.worker_id();
       round_ = in_.round();
       total_ = in_.total_bytes();
+      saved_state_round_ = in_.saved_state_round();
       const uint64_t dim = service_->coordinator_->dim();
       const size_t limit = MaxEncodedBytes(dim, service_->coordinator_->job().MaxEntries(dim));
       if (total_ > limit) {
@@ -285,7 +313,8 @@ class PushReactor final
       self->held_us_ = static_cast<uint64_t>(absl::ToInt64Microseconds(absl::Now() - submitted));
       self->WriteNext();
     };
-    absl::Status s = service_->coordinator_->Push(worker_id_, round_, payload_, deliver);
+    absl::Status s =
+        service_->coordinator_->Push(worker_id_, round_, payload_, deliver, saved_state_round_);
     payload_.clear();
     payload_.shrink_to_fit();
     if (!s.ok()) Done(ToGrpcStatus(s));  // counted there
@@ -299,6 +328,7 @@ class PushReactor final
     if (offset_ == 0) {
       out_.set_total_bytes(bytes.size());
       out_.set_held_us(held_us_);
+      out_.set_committed_round(result_->committed_round);
     }
     out_.set_payload(bytes.data() + offset_, n);
     offset_ += n;
@@ -319,12 +349,14 @@ class PushReactor final
   void FinishClaimed(const grpc::Status& status) { Finish(status); }
 
   ParameterServerService* const service_;
+  grpc::CallbackServerContext* const context_;
   v1::PushChunk in_;
   v1::AggregateChunk out_;
   bool started_ = false;
   uint32_t worker_id_ = 0;
   uint64_t round_ = 0;
   uint64_t total_ = 0;
+  uint64_t saved_state_round_ = 0;
   std::string payload_;
   std::shared_ptr<const RoundResult> result_;
   uint64_t held_us_ = 0;
@@ -332,8 +364,8 @@ class PushReactor final
 };
 
 grpc::ServerBidiReactor<v1::PushChunk, v1::AggregateChunk>* ParameterServerService::Push(
-    grpc::CallbackServerContext*) {
-  return new PushReactor(this);
+    grpc::CallbackServerContext* context) {
+  return new PushReactor(this, context);
 }
 
 }  // namespace regtopk

@@ -34,6 +34,15 @@ ABSL_FLAG(double, push_timeout_seconds, 900,
           "above the server's --round-timeout-seconds, which names a dead peer)");
 ABSL_FLAG(double, start_timeout_seconds, 300,
           "how long to wait for the other workers and the initial parameters, in seconds");
+ABSL_FLAG(double, reconnect_timeout_seconds, 300,
+          "how long to keep trying to reach a server that is down or not started yet, in seconds");
+ABSL_FLAG(std::string, state_dir, "",
+          "save this worker's state (error feedback, RegTop-k history, optimizer) here before "
+          "each checkpoint round, and resume from it after a restart");
+ABSL_FLAG(bool, allow_fresh_state, false,
+          "join a running job without saved state (zero error feedback, pulled parameters); the "
+          "run is then no longer bit-identical to an uninterrupted one");
+ABSL_FLAG(int, log_every, 100, "print a progress line on stderr every N rounds; 0 = never");
 
 int main(int argc, char** argv) {
   constexpr char kProgram[] = "regtopk-worker";
@@ -70,12 +79,17 @@ int main(int argc, char** argv) {
   o.seed = absl::GetFlag(FLAGS_seed);
   for (double t :
        {absl::GetFlag(FLAGS_rpc_timeout_seconds), absl::GetFlag(FLAGS_push_timeout_seconds),
-        absl::GetFlag(FLAGS_start_timeout_seconds)}) {
+        absl::GetFlag(FLAGS_start_timeout_seconds), absl::GetFlag(FLAGS_reconnect_timeout_seconds)}) {
     if (!(t > 0)) regtopk::FlagErrorExit(kProgram, "timeouts must be > 0 seconds");
   }
   o.rpc_timeout = absl::Seconds(absl::GetFlag(FLAGS_rpc_timeout_seconds));
   o.push_timeout = absl::Seconds(absl::GetFlag(FLAGS_push_timeout_seconds));
   o.start_timeout = absl::Seconds(absl::GetFlag(FLAGS_start_timeout_seconds));
+  o.reconnect_timeout = absl::Seconds(absl::GetFlag(FLAGS_reconnect_timeout_seconds));
+  o.state_dir = absl::GetFlag(FLAGS_state_dir);
+  o.allow_fresh_state = absl::GetFlag(FLAGS_allow_fresh_state);
+  o.log_every = absl::GetFlag(FLAGS_log_every);
+  if (o.log_every < 0) regtopk::FlagErrorExit(kProgram, "--log-every must be >= 0");
   if (absl::Status s = o.Validate(); !s.ok()) regtopk::FlagErrorExit(kProgram, s.message());
   absl::Status s = regtopk::RunWorker(o);
   if (!s.ok()) {

@@ -1,13 +1,18 @@
 #include "worker/worker_session.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/status/status_macros.h"
 #include "common/wire/digest.h"
 #include "common/wire/sparse_codec.h"
+#include "worker/worker_state.h"
 
 namespace regtopk {
 namespace {
@@ -29,15 +34,76 @@ absl::StatusOr<T> RetryWhileNotReady(F attempt, absl::Time deadline, absl::strin
   }
 }
 
+// Codes that mean "the server is not there (yet)", as opposed to a refusal. CANCELLED is what
+// a call gets when it races the server's own shutdown.
+bool Unreachable(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kUnavailable ||
+         s.code() == absl::StatusCode::kDeadlineExceeded ||
+         s.code() == absl::StatusCode::kCancelled;
+}
+
+uint64_t RandomSessionId() {
+  uint64_t id = 0;
+  const int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    if (read(fd, &id, sizeof(id)) != sizeof(id)) id = 0;
+    close(fd);
+  }
+  if (id == 0) id = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now())) ^ (uint64_t(getpid()) << 32);
+  return id | 1;  // never 0 ("unknown")
+}
+
 }  // namespace
 
+void WorkerSession::Log(const std::string& line) const {
+  if (options_.log) options_.log(line);
+}
+
+absl::StatusOr<JoinReply> WorkerSession::JoinWithRetry(ServerClient* client,
+                                                       const WorkerSessionOptions& options,
+                                                       uint64_t dim) {
+  JoinIdentity identity;
+  identity.session_id = options.session_id;
+  identity.state_rounds = SavedStateRounds(options.state_dir);
+  // The server uses the saved state when it holds the right round; fresh state only otherwise.
+  identity.fresh_state = options.allow_fresh_state;
+  const absl::Time start = absl::Now();
+  absl::Time next_log = start + absl::Seconds(10);
+  absl::Duration backoff = absl::Milliseconds(100);
+  while (true) {
+    absl::StatusOr<JoinReply> join =
+        client->Join(options.worker_id, options.num_samples, dim, options.layout_digest, identity);
+    if (join.ok() || !Unreachable(join.status())) return join;
+    const absl::Time now = absl::Now();
+    if (now - start > options.reconnect_timeout) {
+      return absl::UnavailableError(absl::StrCat(
+          "gave up reaching the server after ", absl::FormatDuration(options.reconnect_timeout),
+          " (--reconnect-timeout-seconds): ", join.status().message()));
+    }
+    if (now >= next_log && options.log) {
+      options.log(absl::StrCat("waiting for the server (",
+                               absl::FormatDuration(absl::Trunc(now - start, absl::Seconds(1))),
+                               "): ", join.status().message()));
+      next_log = now + absl::Seconds(10);
+    }
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(2));
+  }
+}
+
 absl::StatusOr<std::unique_ptr<WorkerSession>> WorkerSession::Start(
-    ServerClient* client, const WorkerSessionOptions& options,
+    ServerClient* client, const WorkerSessionOptions& options_in,
     std::vector<float> initial_parameters) {
+  WorkerSessionOptions options = options_in;
+  if (options.session_id == 0) options.session_id = RandomSessionId();
   const uint64_t dim = initial_parameters.size();
   const absl::Time deadline = absl::Now() + options.start_timeout;
-  REGTOPK_ASSIGN_OR_RETURN(JoinReply join, client->Join(options.worker_id, options.num_samples, dim,
-                                                        options.layout_digest));
+  REGTOPK_ASSIGN_OR_RETURN(JoinReply join, JoinWithRetry(client, options, dim));
+  if (join.config.checkpoint_every != 0 && options.state_dir.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the job checkpoints every ", join.config.checkpoint_every,
+        " rounds; start the worker with --state-dir so that it can save its part"));
+  }
   bool uploaded = false;
   if (join.upload_parameters) {
     absl::Status s = client->UploadParameters(options.worker_id, initial_parameters);
@@ -50,29 +116,11 @@ absl::StatusOr<std::unique_ptr<WorkerSession>> WorkerSession::Start(
     REGTOPK_ASSIGN_OR_RETURN(
         join, RetryWhileNotReady<JoinReply>(
                   [&]() -> absl::StatusOr<JoinReply> {
-                    REGTOPK_ASSIGN_OR_RETURN(
-                        JoinReply j, client->Join(options.worker_id, options.num_samples, dim,
-                                                  options.layout_digest));
+                    REGTOPK_ASSIGN_OR_RETURN(JoinReply j, JoinWithRetry(client, options, dim));
                     if (!j.weight) return absl::FailedPreconditionError("not all workers joined");
                     return j;
                   },
                   deadline, "every worker to join"));
-  }
-  std::vector<float> params;
-  uint64_t round = join.round;
-  if (uploaded) {
-    params = std::move(initial_parameters);
-  } else {
-    REGTOPK_ASSIGN_OR_RETURN(PulledParameters pulled,
-                             RetryWhileNotReady<PulledParameters>(
-                                 [&] { return client->PullParameters(options.worker_id); },
-                                 deadline, "the initial parameters"));
-    if (pulled.values.size() != dim) {
-      return absl::DataLossError(
-          absl::StrCat("pulled ", pulled.values.size(), " parameters, expected ", dim));
-    }
-    params = std::move(pulled.values);
-    round = pulled.round;
   }
   SparsifierOptions so;
   so.algorithm = join.config.algorithm;
@@ -82,8 +130,42 @@ absl::StatusOr<std::unique_ptr<WorkerSession>> WorkerSession::Start(
   so.weight = *join.weight;
   so.seed = join.config.seed + options.worker_id;
   REGTOPK_ASSIGN_OR_RETURN(std::unique_ptr<Sparsifier> sparsifier, CreateSparsifier(so));
-  return std::unique_ptr<WorkerSession>(new WorkerSession(
-      client, options, join.config, *join.weight, std::move(sparsifier), std::move(params), round));
+  std::unique_ptr<WorkerSession> session(new WorkerSession(
+      client, options, join.config, *join.weight, std::move(sparsifier), {}, join.round));
+  session->committed_.push_back(join.committed_round);
+  const std::vector<uint64_t> saved = SavedStateRounds(options.state_dir);
+  if (join.round > 0 && std::find(saved.begin(), saved.end(), join.round) != saved.end()) {
+    session->params_.resize(dim);
+    REGTOPK_RETURN_IF_ERROR(session->RestoreState(join.round, join.params_digest));
+    session->resumed_ = true;
+    session->Log(absl::StrCat("resumed from the saved state of round ", join.round));
+    return session;
+  }
+  if (uploaded) {
+    session->params_ = std::move(initial_parameters);
+    return session;
+  }
+  REGTOPK_ASSIGN_OR_RETURN(PulledParameters pulled,
+                           RetryWhileNotReady<PulledParameters>(
+                               [&] {
+                                 // Before round 0 the momentum is zero: no need to pull it.
+                                 return client->PullParameters(options.worker_id, join.round > 0);
+                               },
+                               deadline, "the initial parameters"));
+  if (pulled.values.size() != dim) {
+    return absl::DataLossError(
+        absl::StrCat("pulled ", pulled.values.size(), " parameters, expected ", dim));
+  }
+  session->params_ = std::move(pulled.values);
+  if (!pulled.momentum.empty()) REGTOPK_RETURN_IF_ERROR(session->sgd_.SetMomentum(pulled.momentum));
+  session->round_ = pulled.round;
+  if (pulled.round > 0) {
+    session->resumed_ = true;
+    session->Log(absl::StrCat("joined at round ", pulled.round,
+                              " with fresh state: zero error feedback, pulled parameters and "
+                              "momentum; the run is no longer bit-identical"));
+  }
+  return session;
 }
 
 WorkerSession::WorkerSession(ServerClient* client, const WorkerSessionOptions& options,
@@ -94,12 +176,53 @@ WorkerSession::WorkerSession(ServerClient* client, const WorkerSessionOptions& o
       config_(std::move(config)),
       weight_(weight),
       sparsifier_(std::move(sparsifier)),
-      sgd_(config_.sgd, params.size()),
+      sgd_(config_.sgd, sparsifier_->dim()),
       params_(std::move(params)),
       round_(round) {}
 
 bool WorkerSession::finished() const {
   return config_.total_rounds != 0 && round_ >= config_.total_rounds;
+}
+
+absl::Status WorkerSession::SaveState() {
+  WorkerState s;
+  s.round = round_;
+  s.worker_id = options_.worker_id;
+  s.params = params_;
+  absl::Span<const float> m = sgd_.momentum();
+  s.momentum.assign(m.begin(), m.end());
+  s.sparsifier = sparsifier_->ExportState();
+  REGTOPK_RETURN_IF_ERROR(SaveWorkerState(options_.state_dir, s));
+  saved_round_ = round_;
+  return absl::OkStatus();
+}
+
+absl::Status WorkerSession::RestoreState(uint64_t round, uint64_t params_digest) {
+  REGTOPK_ASSIGN_OR_RETURN(WorkerState s,
+                           LoadWorkerState(options_.state_dir, round, options_.worker_id, dim()));
+  if (params_digest != 0 && DigestFloats(s.params) != params_digest) {
+    return absl::DataLossError(absl::StrCat(
+        "the saved state of round ", round, " in '", options_.state_dir,
+        "' does not match the server's parameters of that round (digest differs): it belongs "
+        "to another job or run"));
+  }
+  REGTOPK_RETURN_IF_ERROR(sparsifier_->ImportState(s.sparsifier));
+  REGTOPK_RETURN_IF_ERROR(sgd_.SetMomentum(s.momentum));
+  params_ = std::move(s.params);
+  round_ = round;
+  saved_round_ = round;  // the file on disk is this very state
+  return absl::OkStatus();
+}
+
+absl::Status WorkerSession::PullReplica() {
+  REGTOPK_ASSIGN_OR_RETURN(PulledParameters pulled, client_->PullParameters(options_.worker_id, true));
+  if (pulled.values.size() != dim()) {
+    return absl::DataLossError("re-pulled parameters have the wrong length");
+  }
+  REGTOPK_RETURN_IF_ERROR(sgd_.SetMomentum(pulled.momentum));
+  params_ = std::move(pulled.values);
+  round_ = pulled.round;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<StepStats> WorkerSession::Step(absl::Span<const float> gradient) {
@@ -110,22 +233,46 @@ absl::StatusOr<StepStats> WorkerSession::Step(absl::Span<const float> gradient) 
   StepStats stats;
   stats.round = round_;
   absl::Time t0 = absl::Now();
+  // The state before a checkpoint round goes to disk before anything of the round changes it.
+  if (config_.IsCheckpointRound(round_) && !options_.state_dir.empty() && saved_round_ != round_) {
+    REGTOPK_RETURN_IF_ERROR(SaveState());
+  }
+  stats.saved_state = saved_round_ == round_ && config_.IsCheckpointRound(round_);
   REGTOPK_RETURN_IF_ERROR(sparsifier_->Compress(gradient, &sent_));
   EncodeSparseSmallest(sent_, dim(), &encoded_);
   stats.entries_sent = sent_.nnz();
   stats.bytes_pushed = encoded_.size();
   absl::Time t1 = absl::Now();
-  absl::StatusOr<PushReply> pushed = client_->Push(options_.worker_id, round_, encoded_);
-  absl::Duration backoff = absl::Milliseconds(100);
-  for (int attempt = 1; attempt < options_.push_attempts && !pushed.ok() &&
-                        (pushed.status().code() == absl::StatusCode::kUnavailable ||
-                         pushed.status().code() == absl::StatusCode::kAborted);
-       ++attempt) {
-    absl::SleepFor(backoff);
-    backoff = std::min(backoff * 2, absl::Seconds(2));
-    pushed = client_->Push(options_.worker_id, round_, encoded_);
+  absl::StatusOr<PushReply> pushed = absl::UnknownError("not pushed");
+  for (int attempt = 0;; ++attempt) {
+    pushed = client_->Push(options_.worker_id, round_, encoded_, stats.saved_state ? round_ : 0);
+    if (pushed.ok()) break;
+    if (attempt + 1 >= options_.push_attempts) return pushed.status();
+    // Whatever went wrong (server restarted, job rolled back, lost reply, connection reset),
+    // ask the server where the job stands.
+    absl::StatusOr<JoinReply> join = JoinWithRetry(client_, options_, dim());
+    if (!join.ok()) {
+      return absl::Status(join.status().code(),
+                          absl::StrCat("round ", round_, ": the push failed (", pushed.status().message(),
+                                       "), and re-joining failed: ", join.status().message()));
+    }
+    // The same round, or the next one (the round closed and only the reply was lost): the same
+    // bytes again, which the server counts once or answers from its copy of the result.
+    if (join->round == round_ || join->round == round_ + 1) continue;
+    if (join->round > round_) {
+      return absl::DataLossError(absl::StrCat("the server is at round ", join->round,
+                                              ", ahead of this worker's ", round_));
+    }
+    // The job rolled back to a committed checkpoint: restore it and redo from there.
+    const uint64_t from = round_;
+    REGTOPK_RETURN_IF_ERROR(RestoreState(join->round, join->params_digest));
+    ++rollbacks_;
+    Log(absl::StrCat("rolled back from round ", from, " to round ", round_,
+                     " (the job's newest committed checkpoint)"));
+    stats.rolled_back = true;
+    stats.round = round_;
+    return stats;
   }
-  if (!pushed.ok()) return pushed.status();
   PushReply reply = std::move(*pushed);
   absl::Time t2 = absl::Now();
   stats.bytes_received = reply.encoded.size();
@@ -143,16 +290,18 @@ absl::StatusOr<StepStats> WorkerSession::Step(absl::Span<const float> gradient) 
   REGTOPK_RETURN_IF_ERROR(sparsifier_->ObserveAggregate(aggregate_));
   ++round_;
   if (reply.has_digest && DigestFloats(params_) != reply.digest) {
-    // Drifted (e.g. a missed or corrupted round): take the server's parameters. The optimizer's
-    // momentum buffer cannot be re-synchronised this way; with plain SGD nothing else drifts.
-    REGTOPK_ASSIGN_OR_RETURN(PulledParameters pulled, client_->PullParameters(options_.worker_id));
-    if (pulled.values.size() != dim()) {
-      return absl::DataLossError("re-pulled parameters have the wrong length");
-    }
-    params_ = std::move(pulled.values);
-    round_ = pulled.round;
+    // Drifted (e.g. a missed or corrupted round): take the server's parameters and momentum.
+    REGTOPK_RETURN_IF_ERROR(PullReplica());
     ++resyncs_;
     stats.resynced = true;
+  }
+  // Keep the saved states from the committed round before the newest on: the server keeps its
+  // two newest committed checkpoints and may fall back to the older one.
+  if (!options_.state_dir.empty() &&
+      (committed_.empty() || committed_.back() != reply.committed_round)) {
+    committed_.push_back(reply.committed_round);
+    if (committed_.size() > 2) committed_.erase(committed_.begin());
+    if (committed_.size() == 2) DropStatesBefore(options_.state_dir, committed_.front());
   }
   absl::Time t3 = absl::Now();
   stats.compress_seconds = absl::ToDoubleSeconds(t1 - t0);

@@ -1,14 +1,19 @@
 // WorkerSession: one worker's side of a job, independent of how gradients are computed (no
-// LibTorch here). Joins, obtains the initial parameters (uploading its own if the server asks),
-// and then, once per round: sparsifies the gradient with the job's algorithm, pushes it, waits
-// for the round's aggregate, applies the same optimizer step as the server to its parameter
-// replica, and feeds the aggregate back to the sparsifier. Every R rounds the server's
-// parameter digest is checked; on a mismatch the replica is re-pulled.
+// LibTorch here). Joins (waiting for a server that is not up yet), obtains the initial
+// parameters (uploading its own if the server asks) or resumes from its saved state, and then,
+// once per round: saves its state before a checkpoint round, sparsifies the gradient with the
+// job's algorithm, pushes it, waits for the round's aggregate, applies the same optimizer step
+// as the server to its parameter replica, and feeds the aggregate back to the sparsifier. Every
+// R rounds the server's parameter digest is checked; on a mismatch the replica and the momentum
+// buffer are re-pulled. A failed push (server restarted, job rolled back, connection lost) is
+// followed by a re-join: the same push again if the server is at the same round, or a rollback
+// to the server's (committed) round from the saved state, without restarting the process.
 // Thread-compatible: one thread drives a session.
 #ifndef REGTOPK_WORKER_WORKER_SESSION_H_
 #define REGTOPK_WORKER_WORKER_SESSION_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -30,9 +35,21 @@ struct WorkerSessionOptions {
   // How long Start waits for the other workers to join (sample weighting) or for the first
   // worker's parameter upload.
   absl::Duration start_timeout = absl::Minutes(5);
-  // Attempts per round's push: a push that fails with UNAVAILABLE or ABORTED (a dropped
-  // connection, a lost reply) is sent again; the server treats the same bytes as a retry.
-  int push_attempts = 3;
+  // Re-joins per round after failed pushes before the step gives up (each re-join itself
+  // waits up to reconnect_timeout for the server).
+  int push_attempts = 5;
+  // How long to keep trying to reach a server that is down or not yet started.
+  absl::Duration reconnect_timeout = absl::Minutes(5);
+  // Where the state before each checkpoint round is saved; empty = nowhere (then a job with
+  // checkpoints is refused, and a restart needs allow_fresh_state).
+  std::string state_dir;
+  // Join a running job without saved state (zero error feedback, pulled parameters and
+  // momentum). The run is then no longer bit-identical to an uninterrupted one.
+  bool allow_fresh_state = false;
+  // Random per process (0: one is drawn); tells the server a restarted process from a live one.
+  uint64_t session_id = 0;
+  // One line for the operator (waiting for the server, rollbacks, fresh state); may be empty.
+  std::function<void(const std::string&)> log;
 };
 
 struct StepStats {
@@ -46,6 +63,10 @@ struct StepStats {
   double wait_seconds = 0;         // of which the server held the push for slower workers
   double apply_seconds = 0;  // decode + optimizer + observe (+ digest check)
   bool resynced = false;     // the digest mismatched and parameters were re-pulled
+  // The job rolled back: no round completed; the session is now at `round` (restored from the
+  // saved state) and the caller computes that round's gradient again.
+  bool rolled_back = false;
+  bool saved_state = false;  // the state before this round was saved
 };
 
 class WorkerSession {
@@ -57,9 +78,11 @@ class WorkerSession {
       ServerClient* client, const WorkerSessionOptions& options,
       std::vector<float> initial_parameters);
 
-  // One round with this worker's local gradient (length dim()). FAILED_PRECONDITION once the
-  // job's last round is done; INVALID_ARGUMENT for a non-finite gradient (nothing sent); the
-  // client's error if the push fails; DATA_LOSS if the aggregate does not decode.
+  // One round with this worker's local gradient (length dim()) computed at parameters() for
+  // round(). FAILED_PRECONDITION once the job's last round is done, or when the server refuses
+  // the re-join (the job failed; no state to roll back to); INVALID_ARGUMENT for a non-finite
+  // gradient (nothing sent); UNAVAILABLE when the server stayed unreachable past
+  // reconnect_timeout; DATA_LOSS if the aggregate does not decode or a saved state is unusable.
   absl::StatusOr<StepStats> Step(absl::Span<const float> gradient);
 
   absl::Span<const float> parameters() const { return params_; }
@@ -69,11 +92,23 @@ class WorkerSession {
   const JobConfig& config() const { return config_; }
   float weight() const { return weight_; }
   uint64_t resyncs() const { return resyncs_; }
+  uint64_t rollbacks() const { return rollbacks_; }
+  // Started from a saved state or fresh state in a running job (round() > 0 at start).
+  bool resumed() const { return resumed_; }
 
  private:
   WorkerSession(ServerClient* client, const WorkerSessionOptions& options, JobConfig config,
                 float weight, std::unique_ptr<Sparsifier> sparsifier, std::vector<float> params,
                 uint64_t round);
+  // Join, retried with backoff while the server is unreachable (up to reconnect_timeout).
+  static absl::StatusOr<JoinReply> JoinWithRetry(ServerClient* client,
+                                                 const WorkerSessionOptions& options, uint64_t dim);
+  absl::Status SaveState();
+  // Restores the saved state of `round` (the server's), checked against `params_digest`.
+  absl::Status RestoreState(uint64_t round, uint64_t params_digest);
+  // Pulls parameters and momentum (the digest check's repair; fresh state).
+  absl::Status PullReplica();
+  void Log(const std::string& line) const;
 
   ServerClient* const client_;
   const WorkerSessionOptions options_;
@@ -84,6 +119,10 @@ class WorkerSession {
   std::vector<float> params_;
   uint64_t round_;
   uint64_t resyncs_ = 0;
+  uint64_t rollbacks_ = 0;
+  bool resumed_ = false;
+  uint64_t saved_round_ = UINT64_MAX;  // the round whose state this process saved last
+  std::vector<uint64_t> committed_;    // the committed rounds heard of, newest last
   // Reused per round.
   SparseVector sent_;
   SparseVector aggregate_;

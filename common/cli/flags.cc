@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <iostream>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,11 @@ void FlagErrorExit(absl::string_view program, absl::string_view message) {
 }
 
 namespace {
+
+std::set<std::string>& SetFlags() {
+  static auto* set = new std::set<std::string>;
+  return *set;
+}
 
 // Only flags defined in the project's own *_main.cc files are shown and accepted: absl and
 // gRPC define flags of their own that a user of these binaries has no business setting.
@@ -42,6 +48,10 @@ void PrintHelp(absl::string_view usage) {
 }
 
 }  // namespace
+
+bool FlagWasSet(absl::string_view name) {
+  return SetFlags().count(absl::StrReplaceAll(name, {{"-", "_"}})) > 0;
+}
 
 void ParseFlagsOrExit(int argc, char** argv, absl::string_view program, absl::string_view usage) {
   for (int i = 1; i < argc; ++i) {
@@ -76,6 +86,7 @@ void ParseFlagsOrExit(int argc, char** argv, absl::string_view program, absl::st
     if (flag == nullptr || !IsOwnFlag(*flag)) {
       FlagErrorExit(program, absl::StrCat("unknown flag --", arg.substr(0, eq), " (see --help)"));
     }
+    SetFlags().insert(std::string(flag->Name()));
     std::string error;
     if (!flag->ParseFrom(value, &error)) {
       FlagErrorExit(program, absl::StrCat("bad value for --", arg.substr(0, eq), ": ", error));

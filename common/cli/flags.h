@@ -14,6 +14,9 @@ namespace regtopk {
 // Positional arguments are an error.
 void ParseFlagsOrExit(int argc, char** argv, absl::string_view program, absl::string_view usage);
 
+// Whether ParseFlagsOrExit saw flag `name` (underscores or dashes) on the command line.
+bool FlagWasSet(absl::string_view name);
+
 // Prints "PROGRAM: MESSAGE" on stderr and exits 2. For flag values that parse but are invalid.
 [[noreturn]] void FlagErrorExit(absl::string_view program, absl::string_view message);
 

@@ -1,5 +1,6 @@
 #include "common/optim/sgd.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -58,6 +59,15 @@ void Sgd::Step(absl::Span<float> params, SparseView grad) {
 
 void Sgd::StepDense(absl::Span<float> params, absl::Span<const float> grad) {
   for (size_t j = 0; j < params.size(); ++j) params[j] = Update(j, params[j], grad[j]);
+}
+
+absl::Status Sgd::SetMomentum(absl::Span<const float> m) {
+  if (m.size() != momentum_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("momentum buffer of ", m.size(),
+                                                   " entries, expected ", momentum_.size()));
+  }
+  std::copy(m.begin(), m.end(), momentum_.begin());
+  return absl::OkStatus();
 }
 
 }  // namespace regtopk

@@ -43,6 +43,11 @@ class Sgd {
 
   const SgdOptions& options() const { return options_; }
 
+  // The momentum buffer (empty without momentum), for checkpoints and re-synchronisation.
+  absl::Span<const float> momentum() const { return momentum_; }
+  // INVALID_ARGUMENT unless `m` has the buffer's length (0 without momentum).
+  absl::Status SetMomentum(absl::Span<const float> m);
+
  private:
   float Update(size_t j, float p, float g);
 

@@ -52,6 +52,8 @@ void ToProto(const JobConfig& c, uint64_t dim, v1::JobConfig* p) {
   p->set_seed(c.seed);
   p->set_weighting_by_samples(c.weighting == Weighting::kSamples);
   p->set_max_entries(c.MaxEntries(dim));
+  p->set_checkpoint_every(c.checkpoint_every);
+  p->set_round_timeout_seconds(c.round_timeout_seconds);
 }
 
 absl::StatusOr<JobConfig> FromProto(const v1::JobConfig& p, uint64_t dim) {
@@ -77,6 +79,8 @@ absl::StatusOr<JobConfig> FromProto(const v1::JobConfig& p, uint64_t dim) {
   c.total_rounds = p.total_rounds();
   c.digest_every = p.digest_every();
   c.seed = p.seed();
+  c.checkpoint_every = p.checkpoint_every();
+  c.round_timeout_seconds = p.round_timeout_seconds();
   c.weighting = p.weighting_by_samples() ? Weighting::kSamples : Weighting::kUniform;
   REGTOPK_RETURN_IF_ERROR(c.Validate());
   if (p.max_entries() != c.MaxEntries(dim)) {

@@ -114,6 +114,11 @@ class DenseSparsifier final : public Sparsifier {
     return absl::OkStatus();
   }
   absl::Status ObserveAggregate(SparseView) override { return absl::OkStatus(); }
+  SparsifierState ExportState() const override { return {}; }
+  absl::Status ImportState(const SparsifierState& s) override {
+    if (!s.error.empty()) return absl::InvalidArgumentError("dense keeps no error feedback");
+    return absl::OkStatus();
+  }
   Algorithm algorithm() const override { return Algorithm::kDense; }
   size_t dim() const override { return dim_; }
   size_t k() const override { return dim_; }
@@ -184,7 +189,29 @@ class ErrorFeedbackSparsifier : public Sparsifier {
   size_t k() const override { return k_; }
   absl::Span<const float> error() const override { return error_; }
 
+  SparsifierState ExportState() const final {
+    SparsifierState s;
+    s.error = error_;
+    ExportExtra(&s);
+    return s;
+  }
+  absl::Status ImportState(const SparsifierState& s) final {
+    if (s.error.size() != options_.dim) {
+      return absl::InvalidArgumentError(absl::StrCat("saved error feedback has ", s.error.size(),
+                                                     " entries, the model has ", options_.dim));
+    }
+    if (absl::Status st = CheckExtra(s); !st.ok()) return st;
+    error_ = s.error;
+    ImportExtra(s);
+    return absl::OkStatus();
+  }
+
  protected:
+  // The subclass's own part of the state (RegTop-k's history, Rand-k's generator).
+  virtual void ExportExtra(SparsifierState* s) const {}
+  virtual absl::Status CheckExtra(const SparsifierState& s) const { return absl::OkStatus(); }
+  virtual void ImportExtra(const SparsifierState& s) {}
+
   // Writes the k chosen positions of `a` in increasing order. `block_max` holds the
   // TopKSelector block maxima of `a`.
   virtual void Choose(absl::Span<const float> a, absl::Span<const int32_t> block_max,
@@ -255,6 +282,10 @@ class RandKSparsifier final : public ErrorFeedbackSparsifier {
     }
   }
 
+ protected:
+  void ExportExtra(SparsifierState* s) const override { s->rng_state = rng_state_; }
+  void ImportExtra(const SparsifierState& s) override { rng_state_ = s.rng_state; }
+
  private:
   uint64_t rng_state_;
   std::vector<uint64_t> marks_;
@@ -312,6 +343,33 @@ class RegTopKSparsifier final : public ErrorFeedbackSparsifier {
     }
     selector_.Select(a, no_evidence_scale_, ScoreOverrides{prev_indices_, override_scores_}, k_,
                      indices, block_max);
+  }
+
+  void ExportExtra(SparsifierState* s) const override {
+    s->prev_indices = prev_indices_;
+    s->prev_values = prev_values_;
+    s->prev_aggregate = prev_aggregate_;
+    s->compressed = compressed_;
+    s->observed = observed_;
+  }
+  absl::Status CheckExtra(const SparsifierState& s) const override {
+    const size_t n = s.prev_indices.size();
+    if (s.prev_values.size() != n || s.prev_aggregate.size() != n || n > k_) {
+      return absl::InvalidArgumentError("saved RegTop-k history is inconsistent");
+    }
+    for (size_t i = 0; i < n; ++i) {
+      if (s.prev_indices[i] >= options_.dim || (i > 0 && s.prev_indices[i] <= s.prev_indices[i - 1])) {
+        return absl::InvalidArgumentError("saved RegTop-k mask is out of range or unsorted");
+      }
+    }
+    return absl::OkStatus();
+  }
+  void ImportExtra(const SparsifierState& s) override {
+    prev_indices_ = s.prev_indices;
+    prev_values_ = s.prev_values;
+    prev_aggregate_ = s.prev_aggregate;
+    compressed_ = s.compressed;
+    observed_ = s.observed;
   }
 
   void AfterCompress(const SparseVector& sent) override {

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -61,6 +62,17 @@ struct SparsifierOptions {
   size_t k() const;
 };
 
+// Everything a sparsifier carries from one round to the next, for checkpoints: restoring it
+// into a sparsifier of the same options gives the same masks and values, bit for bit.
+struct SparsifierState {
+  std::vector<float> error;          // e (empty for kDense)
+  std::vector<uint32_t> prev_indices;  // RegTop-k: last round's mask s_prev
+  std::vector<float> prev_values;      // RegTop-k: v_prev on s_prev
+  std::vector<float> prev_aggregate;   // RegTop-k: g_prev on s_prev
+  bool compressed = false, observed = false;  // RegTop-k: where in the round it stands
+  uint64_t rng_state = 0;                     // Rand-k's generator
+};
+
 class Sparsifier {
  public:
   virtual ~Sparsifier() = default;
@@ -81,6 +93,10 @@ class Sparsifier {
   virtual size_t k() const = 0;
   // The error-feedback buffer e (length dim()), or an empty span for kDense, which keeps none.
   virtual absl::Span<const float> error() const = 0;
+
+  virtual SparsifierState ExportState() const = 0;
+  // INVALID_ARGUMENT (state unchanged) if `state` does not fit this sparsifier's options.
+  virtual absl::Status ImportState(const SparsifierState& state) = 0;
 };
 
 // Validates `options` and builds the sparsifier it names.

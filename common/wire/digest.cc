@@ -1,5 +1,6 @@
 #include "common/wire/digest.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace regtopk {
@@ -16,26 +17,48 @@ uint64_t Mix(uint64_t x) {
 
 }  // namespace
 
-uint64_t DigestBytes(absl::string_view bytes) {
-  // Four independent lanes over 8-byte words (so the loop is not one long dependency chain),
-  // a tail, then a final mix with the length.
-  uint64_t lane[4] = {1, 2, 3, 4};
-  const char* p = bytes.data();
-  const size_t n = bytes.size();
-  size_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    for (int l = 0; l < 4; ++l) {
-      uint64_t w;
-      std::memcpy(&w, p + i + 8 * l, 8);
-      lane[l] = (lane[l] ^ w) * kMul;
-      lane[l] ^= lane[l] >> 29;
-    }
+// Four independent lanes over 8-byte words (so the loop is not one long dependency chain),
+// a tail, then a final mix with the length.
+void StreamingDigest::Block(const char* p) {
+  for (int l = 0; l < 4; ++l) {
+    uint64_t w;
+    std::memcpy(&w, p + 8 * l, 8);
+    lane_[l] = (lane_[l] ^ w) * kMul;
+    lane_[l] ^= lane_[l] >> 29;
   }
+}
+
+void StreamingDigest::Update(absl::string_view bytes) {
+  const char* p = bytes.data();
+  size_t n = bytes.size();
+  total_ += n;
+  if (pending_size_ > 0) {
+    const size_t take = std::min(n, 32 - pending_size_);
+    std::memcpy(pending_ + pending_size_, p, take);
+    pending_size_ += take;
+    p += take;
+    n -= take;
+    if (pending_size_ < 32) return;
+    Block(pending_);
+    pending_size_ = 0;
+  }
+  for (; n >= 32; p += 32, n -= 32) Block(p);
+  std::memcpy(pending_, p, n);
+  pending_size_ = n;
+}
+
+uint64_t StreamingDigest::Finish() const {
   uint64_t tail = 0;
-  for (; i < n; ++i) tail = (tail ^ static_cast<uint8_t>(p[i])) * kMul;
-  uint64_t h = Mix(n * kMul ^ tail);
-  for (uint64_t l : lane) h = Mix(h ^ Mix(l));
+  for (size_t i = 0; i < pending_size_; ++i) tail = (tail ^ static_cast<uint8_t>(pending_[i])) * kMul;
+  uint64_t h = Mix(total_ * kMul ^ tail);
+  for (uint64_t l : lane_) h = Mix(h ^ Mix(l));
   return h;
+}
+
+uint64_t DigestBytes(absl::string_view bytes) {
+  StreamingDigest d;
+  d.Update(bytes);
+  return d.Finish();
 }
 
 uint64_t DigestFloats(absl::Span<const float> values) {

@@ -105,7 +105,7 @@ TEST(Launch, ForwardsEveryServerFlag) {
       {"nesterov", "true"},           {"round-timeout-seconds", "120"},
       {"rounds", "4"},                {"seed", "7"},
       {"weight-decay", "0.001"},      {"weighting", "samples"},
-      {"workers", "2"},
+      {"workers", "2"},               {"checkpoint-every", "2"},
   };
   Subprocess help(kServer, {"--help"});
   ASSERT_EQ(help.Wait(), 0);
@@ -117,7 +117,7 @@ TEST(Launch, ForwardsEveryServerFlag) {
   for (auto it = std::sregex_iterator(text.begin(), text.end(), flag);
        it != std::sregex_iterator(); ++it) {
     const std::string name = (*it)[1].str();
-    if (name == "host" || name == "port") continue;
+    if (name == "host" || name == "port" || name == "checkpoint-dir") continue;  // the launcher's
     ++listed;
     auto v = values.find(name);
     ASSERT_NE(v, values.end()) << "server flag --" << name << " has no value in this test";
@@ -127,6 +127,8 @@ TEST(Launch, ForwardsEveryServerFlag) {
   EXPECT_GE(listed, 15);
   const std::string dir = NewTempDir("regtopk_launch");
   args.push_back("--output=" + dir);
+  args.push_back("--checkpoint-dir=" + dir + "/ckpt");
+  expected.push_back("--checkpoint-dir=" + dir + "/ckpt/server");
   Subprocess launch(kLaunch, args);
   ASSERT_EQ(launch.Wait(), 0) << launch.stdout_text() << launch.stderr_text();
   const std::string manifest = Slurp(dir + "/launch.json");

@@ -112,22 +112,30 @@ TEST(ParameterServer, RetryOfAHeldPushTakesOverWithoutCountingTwice) {
   EXPECT_EQ(agg.values, (std::vector<float>{0.5f, 3.0f}));  // counted once: 0.5*2 + 0.5*4
 }
 
-TEST(ParameterServer, RoundWithADeadPeerTimesOutNamingItAndStartsOver) {
+TEST(ParameterServer, ADeadPeerNeverReplacedFailsTheJobNamingIt) {
   const size_t dim = 100;
   CoordinatorOptions o = Options(3, Algorithm::kTopK, 0.05);
-  o.round_timeout = absl::Milliseconds(300);
+  o.job.round_timeout_seconds = 0.3;
   TestServer server(o);
   auto clients = JoinAll(server, 3, dim);
   const std::string payload = Encode(SparseVector{{1}, {1.0f}}, dim);
   const absl::Time start = absl::Now();
   auto lonely = clients[0]->Push(0, 0, payload);  // workers 1 and 2 never push
-  EXPECT_EQ(lonely.status().code(), absl::StatusCode::kDeadlineExceeded) << lonely.status();
-  EXPECT_THAT(std::string(lonely.status().message()), HasSubstr("no push from worker(s) 1, 2"));
+  EXPECT_EQ(lonely.status().code(), absl::StatusCode::kFailedPrecondition) << lonely.status();
+  EXPECT_THAT(std::string(lonely.status().message()),
+              HasSubstr("the job failed: round 0 waited 300ms"));
+  EXPECT_THAT(std::string(lonely.status().message()), HasSubstr("for worker(s) 1, 2"));
   EXPECT_LT(absl::Now() - start, absl::Seconds(10));
-  EXPECT_EQ(server.coordinator().GetStatus().round, 0u);
-  EXPECT_EQ(server.coordinator().GetStatus().pushes_this_round, 0u);
-  std::mt19937 rng(4);
-  ExpectExactRound(clients, 0, dim, 5, rng);  // the same round, from scratch, still exact
+  const CoordinatorStatus s = server.coordinator().GetStatus();
+  EXPECT_EQ(s.round, 0u);
+  EXPECT_EQ(s.pushes_this_round, 0u);
+  EXPECT_FALSE(s.job_status.ok());
+  // Everyone else learns the same: a late push and a late join are refused with the reason.
+  auto late = clients[1]->Push(1, 0, payload);
+  EXPECT_THAT(std::string(late.status().message()), HasSubstr("for worker(s) 1, 2"));
+  auto rejoin = clients[2]->Join(2, 100, dim, 42);
+  EXPECT_EQ(rejoin.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(rejoin.status().message()), HasSubstr("the job failed"));
 }
 
 TEST(ParameterServer, RejectsBadPushesAndStillAggregatesExactly) {

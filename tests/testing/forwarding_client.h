@@ -13,17 +13,19 @@ namespace regtopk {
 class ForwardingClient : public ServerClient {
  public:
   explicit ForwardingClient(std::unique_ptr<ServerClient> inner) : inner_(std::move(inner)) {}
-  absl::StatusOr<JoinReply> Join(uint32_t w, uint64_t n, uint64_t d, uint64_t l) override {
-    return inner_->Join(w, n, d, l);
+  absl::StatusOr<JoinReply> Join(uint32_t w, uint64_t n, uint64_t d, uint64_t l,
+                                 const JoinIdentity& id = {}) override {
+    return inner_->Join(w, n, d, l, id);
   }
   absl::Status UploadParameters(uint32_t w, absl::Span<const float> v) override {
     return inner_->UploadParameters(w, v);
   }
-  absl::StatusOr<PulledParameters> PullParameters(uint32_t w) override {
-    return inner_->PullParameters(w);
+  absl::StatusOr<PulledParameters> PullParameters(uint32_t w, bool momentum = false) override {
+    return inner_->PullParameters(w, momentum);
   }
-  absl::StatusOr<PushReply> Push(uint32_t w, uint64_t round, absl::string_view e) override {
-    return inner_->Push(w, round, e);
+  absl::StatusOr<PushReply> Push(uint32_t w, uint64_t round, absl::string_view e,
+                                 uint64_t saved = 0) override {
+    return inner_->Push(w, round, e, saved);
   }
   absl::StatusOr<ServerStatusInfo> GetStatus() override { return inner_->GetStatus(); }
 

@@ -98,7 +98,8 @@ TEST(WorkerMain, MetricsEndpointCountsRounds) {
   const std::string address = ServerAddress(server);
   ASSERT_FALSE(address.empty());
   Subprocess worker(kWorker, {absl::StrCat("--server=", address), "--dataset=linreg",
-                              "--model=linear", "--metrics-port=0"});
+                              "--model=linear", "--metrics-port=0",
+                              "--reconnect-timeout-seconds=1"});
   ASSERT_TRUE(worker.WaitForStderr("/metrics\n", 30000)) << worker.stderr_text();
   std::smatch m;
   const std::string err = worker.stderr_text();
@@ -125,10 +126,12 @@ TEST(WorkerMain, MetricsEndpointCountsRounds) {
   EXPECT_GT(scrape("regtopk_worker_upstream_compression_ratio"), 1);
   server.Signal(SIGTERM);
   EXPECT_EQ(server.Wait(), 0);
-  // Its push in flight is refused (UNAVAILABLE, or CANCELLED if gRPC's own shutdown got there
-  // first): a clear error and exit 1.
+  // Its push in flight is refused; the worker waits for the server to come back, and when it
+  // does not within --reconnect-timeout-seconds, exits 1 saying so.
   EXPECT_EQ(worker.Wait(), 1);
-  EXPECT_THAT(worker.stderr_text(), ::testing::ContainsRegex("Push of round [0-9]+ to .* failed"))
+  EXPECT_THAT(worker.stderr_text(),
+              ::testing::ContainsRegex("round [0-9]+: the push failed .*re-joining failed: gave up "
+                                       "reaching the server after 1s"))
       << worker.stderr_text();
 }
 
@@ -150,13 +153,33 @@ TEST(WorkerMain, CorruptDataFileFailsNamingTheFile) {
   EXPECT_THAT(w.stderr_text(), HasSubstr("not an IDX file"));
 }
 
-TEST(WorkerMain, UnreachableServerFailsWithinTheDeadline) {
+TEST(WorkerMain, UnreachableServerIsRetriedThenFailsWithinTheReconnectTimeout) {
   const absl::Time start = absl::Now();
   Subprocess w(kWorker, {"--server=127.0.0.1:1", "--dataset=linreg", "--model=linear",
-                         "--rpc-timeout-seconds=3"});
+                         "--rpc-timeout-seconds=1", "--reconnect-timeout-seconds=3"});
   EXPECT_EQ(w.Wait(), 1);
+  EXPECT_GT(absl::Now() - start, absl::Seconds(3));  // it kept trying
   EXPECT_LT(absl::Now() - start, absl::Seconds(30));
   EXPECT_THAT(w.stderr_text(), HasSubstr("Join to 127.0.0.1:1 failed"));
+}
+
+// A worker started before its server waits for it instead of failing at once.
+TEST(WorkerMain, WorkerStartedBeforeItsServerWaitsForIt) {
+  // Reserve a free port by starting a server and stopping it; then start the worker first.
+  Subprocess probe(kServer, {"--host=127.0.0.1", "--port=0", "--workers=1"});
+  const std::string address = ServerAddress(probe);
+  ASSERT_FALSE(address.empty());
+  probe.Signal(SIGTERM);
+  ASSERT_EQ(probe.Wait(), 0);
+  const std::string dir = NewTempDir("regtopk_worker");
+  Subprocess worker(kWorker, {"--server=" + address, "--dataset=linreg", "--model=linear",
+                              "--metrics=" + dir + "/w.jsonl", "--rpc-timeout-seconds=1"});
+  absl::SleepFor(absl::Seconds(2));  // the worker is retrying meanwhile (not a synchronisation)
+  Subprocess server(kServer, {"--host=127.0.0.1", "--port=" + address.substr(address.rfind(':') + 1),
+                              "--workers=1", "--rounds=5", "--lr=0.001", "--linger-seconds=0.2"});
+  EXPECT_EQ(worker.Wait(60000), 0) << worker.stderr_text();
+  EXPECT_EQ(server.Wait(60000), 0) << server.stderr_text();
+  EXPECT_EQ(Lines(dir + "/w.jsonl").size(), 5u);
 }
 
 TEST(WorkerMain, BadFlagsExitTwo) {

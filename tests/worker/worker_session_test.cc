@@ -90,8 +90,9 @@ class CorruptingClient final : public ForwardingClient {
  public:
   CorruptingClient(std::unique_ptr<ServerClient> inner, uint64_t corrupt_round, size_t dim)
       : ForwardingClient(std::move(inner)), corrupt_round_(corrupt_round), dim_(dim) {}
-  absl::StatusOr<PushReply> Push(uint32_t w, uint64_t round, absl::string_view e) override {
-    auto reply = ForwardingClient::Push(w, round, e);
+  absl::StatusOr<PushReply> Push(uint32_t w, uint64_t round, absl::string_view e,
+                                 uint64_t saved = 0) override {
+    auto reply = ForwardingClient::Push(w, round, e, saved);
     if (reply.ok() && round == corrupt_round_) {
       SparseVector agg;
       EXPECT_TRUE(DecodeSparse(reply->encoded, dim_, dim_, &agg).ok());
@@ -136,9 +137,10 @@ class LostReplyClient final : public ForwardingClient {
  public:
   LostReplyClient(std::unique_ptr<ServerClient> inner, uint64_t lose_round)
       : ForwardingClient(std::move(inner)), lose_round_(lose_round) {}
-  absl::StatusOr<PushReply> Push(uint32_t w, uint64_t round, absl::string_view e) override {
+  absl::StatusOr<PushReply> Push(uint32_t w, uint64_t round, absl::string_view e,
+                                 uint64_t saved = 0) override {
     ++pushes_;
-    auto reply = ForwardingClient::Push(w, round, e);
+    auto reply = ForwardingClient::Push(w, round, e, saved);
     if (reply.ok() && round == lose_round_ && !lost_) {
       lost_ = true;
       return absl::UnavailableError("connection reset (injected)");

@@ -10,7 +10,6 @@
 #include <iostream>
 #include <memory>
 #include <numeric>
-#include <random>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -19,6 +18,7 @@
 #include "absl/time/clock.h"
 #include "common/metrics/http_exporter.h"
 #include "common/metrics/registry.h"
+#include "common/random/splitmix64.h"
 #include "common/sim/problem.h"
 #include "common/status/status_macros.h"
 #include "common/wire/digest.h"
@@ -109,6 +109,21 @@ float ToFloat(const torch::Tensor& t) { return t.item<float>(); }
 
 }  // namespace
 
+std::vector<int64_t> BatchOrder(uint64_t seed, uint32_t worker, uint64_t round, int64_t n,
+                                int64_t batch) {
+  const int64_t b = std::min(batch, n);
+  const uint64_t per_epoch = static_cast<uint64_t>(n / b);
+  const uint64_t epoch = round / per_epoch, at = round % per_epoch;
+  // Fisher-Yates with SplitMix64, seeded by (seed, worker, epoch).
+  uint64_t state = seed * 0x9e3779b97f4a7c15ull ^ (uint64_t{worker} << 40) ^ (epoch * 0xd1b54a32d192ed03ull);
+  std::vector<int64_t> perm(n);
+  std::iota(perm.begin(), perm.end(), 0);
+  for (int64_t i = n - 1; i > 0; --i) {
+    std::swap(perm[i], perm[UniformBelow(state, static_cast<uint64_t>(i) + 1)]);
+  }
+  return std::vector<int64_t>(perm.begin() + at * b, perm.begin() + (at + 1) * b);
+}
+
 absl::Status RunWorker(const TrainerOptions& o) {
   REGTOPK_RETURN_IF_ERROR(o.Validate());
   GrpcClientOptions co;
@@ -118,13 +133,27 @@ absl::Status RunWorker(const TrainerOptions& o) {
   REGTOPK_ASSIGN_OR_RETURN(std::unique_ptr<ServerClient> client, CreateGrpcServerClient(co));
 
   std::ofstream metrics;
-  if (!o.metrics_path.empty()) {
-    metrics.open(o.metrics_path);
+  // Opened once the session knows whether it resumes (then lines are appended).
+  auto open_metrics = [&](bool append) -> absl::Status {
+    if (o.metrics_path.empty()) return absl::OkStatus();
+    metrics.open(o.metrics_path, append ? std::ios::app : std::ios::trunc);
     if (!metrics) {
       return absl::InvalidArgumentError(
           absl::StrCat("cannot open --metrics file '", o.metrics_path, "' for writing"));
     }
+    return absl::OkStatus();
+  };
+  if (!o.metrics_path.empty()) {
+    // Fail fast on an unwritable path, before joining, without truncating a resumed run's file.
+    std::ofstream probe(o.metrics_path, std::ios::app);
+    if (!probe) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot open --metrics file '", o.metrics_path, "' for writing"));
+    }
   }
+  auto log = [&o](const std::string& line) {
+    std::cerr << "regtopk-worker " << o.worker_id << ": " << line << std::endl;
+  };
 
   MetricsRegistry registry;
   WorkerMetrics prometheus(&registry);
@@ -178,9 +207,33 @@ absl::Status RunWorker(const TrainerOptions& o) {
     }
     const uint64_t layout_digest = DigestBytes(layout);
 
-    // Learn the job's size first (Join is idempotent): the synthetic data and the partition
-    // depend on the number of workers.
-    REGTOPK_ASSIGN_OR_RETURN(JoinReply join, client->Join(o.worker_id, 0, dim, layout_digest));
+    // Learn the job's size first (a probe, retried while the server is not up yet): the
+    // synthetic data and the partition depend on the number of workers.
+    JoinReply join;
+    {
+      const absl::Time start = absl::Now();
+      absl::Time next_log = start + absl::Seconds(10);
+      absl::Duration backoff = absl::Milliseconds(100);
+      while (true) {
+        absl::StatusOr<JoinReply> probe = client->Join(o.worker_id, 0, dim, layout_digest);
+        if (probe.ok()) {
+          join = std::move(*probe);
+          break;
+        }
+        const absl::StatusCode code = probe.status().code();
+        if ((code != absl::StatusCode::kUnavailable && code != absl::StatusCode::kDeadlineExceeded &&
+             code != absl::StatusCode::kCancelled) ||
+            absl::Now() - start > o.reconnect_timeout) {
+          return probe.status();
+        }
+        if (absl::Now() >= next_log) {
+          log(absl::StrCat("waiting for the server at ", o.server, ": ", probe.status().message()));
+          next_log = absl::Now() + absl::Seconds(10);
+        }
+        absl::SleepFor(backoff);
+        backoff = std::min(backoff * 2, absl::Seconds(2));
+      }
+    }
     const int n_workers = static_cast<int>(join.config.num_workers);
     const uint64_t data_seed = join.config.seed;
     size_t num_samples = 0;
@@ -239,8 +292,13 @@ absl::Status RunWorker(const TrainerOptions& o) {
     so.num_samples = num_samples;
     so.layout_digest = layout_digest;
     so.start_timeout = o.start_timeout;
+    so.reconnect_timeout = o.reconnect_timeout;
+    so.state_dir = o.state_dir;
+    so.allow_fresh_state = o.allow_fresh_state;
+    so.log = log;
     REGTOPK_ASSIGN_OR_RETURN(std::unique_ptr<WorkerSession> session,
                              WorkerSession::Start(client.get(), so, std::move(initial)));
+    REGTOPK_RETURN_IF_ERROR(open_metrics(session->resumed()));
 
     auto load_parameters = [&] {
       torch::NoGradGuard no_grad;
@@ -276,11 +334,8 @@ absl::Status RunWorker(const TrainerOptions& o) {
 
     load_parameters();
     const int64_t local_n = data.train_x.size(0);
-    std::mt19937_64 batch_rng(o.seed * 7919 + o.worker_id);
-    std::vector<int64_t> order(local_n);
-    std::iota(order.begin(), order.end(), 0);
-    size_t cursor = local_n;  // forces a shuffle first
     std::vector<float> grad(dim);
+    uint64_t bytes_pushed_total = 0;
     model->train();
     while (!session->finished()) {
       const absl::Time t0 = absl::Now();
@@ -289,13 +344,10 @@ absl::Status RunWorker(const TrainerOptions& o) {
         x = data.train_x;
         y = data.train_y;
       } else {
-        const int64_t b = std::min<int64_t>(o.batch_size, local_n);
-        if (cursor + b > static_cast<size_t>(local_n)) {
-          std::shuffle(order.begin(), order.end(), batch_rng);
-          cursor = 0;
-        }
-        torch::Tensor idx = torch::from_blob(order.data() + cursor, {b}, torch::kLong);
-        cursor += b;
+        std::vector<int64_t> rows =
+            BatchOrder(o.seed, o.worker_id, session->round(), local_n, o.batch_size);
+        torch::Tensor idx =
+            torch::from_blob(rows.data(), {static_cast<int64_t>(rows.size())}, torch::kLong);
         x = data.train_x.index_select(0, idx);
         y = data.train_y.index_select(0, idx);
       }
@@ -318,6 +370,22 @@ absl::Status RunWorker(const TrainerOptions& o) {
       REGTOPK_ASSIGN_OR_RETURN(StepStats stats, session->Step(grad));
       const absl::Time t2 = absl::Now();
       load_parameters();
+      if (stats.rolled_back) {
+        // Nothing completed: the session is back at a committed round; redo from there.
+        if (metrics.is_open()) {
+          metrics << absl::StrFormat("{\"rollback_to\":%d,\"worker\":%d}\n", stats.round, o.worker_id);
+          metrics.flush();
+        }
+        continue;
+      }
+      bytes_pushed_total += stats.bytes_pushed;
+      if (o.log_every > 0 && (stats.round + 1) % o.log_every == 0) {
+        log(absl::StrFormat("round %d%s, loss %.4f, sent %.2f MB", stats.round + 1,
+                            session->config().total_rounds
+                                ? absl::StrCat("/", session->config().total_rounds)
+                                : std::string(),
+                            ToFloat(loss), bytes_pushed_total / 1e6));
+      }
       const double compute_seconds =
           absl::ToDoubleSeconds(t1 - t0) + absl::ToDoubleSeconds(absl::Now() - t2);
 

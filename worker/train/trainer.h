@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -38,10 +39,25 @@ struct TrainerOptions {
   absl::Duration rpc_timeout = absl::Seconds(30);
   absl::Duration push_timeout = absl::Minutes(15);
   absl::Duration start_timeout = absl::Minutes(5);
+  // How long to keep trying to reach a server that is down or not yet started.
+  absl::Duration reconnect_timeout = absl::Minutes(5);
+  // Saved state before each checkpoint round (needed when the server checkpoints).
+  std::string state_dir;
+  // Join a running job without saved state (the run is then not bit-identical).
+  bool allow_fresh_state = false;
+  // A progress line on stderr every N rounds; 0 = none.
+  int log_every = 100;
 
   // INVALID_ARGUMENT naming the bad field.
   absl::Status Validate() const;
 };
+
+// The local batch of `round`: positions into this worker's `n` examples, `batch` of them. A
+// pure function of (seed, worker, round) through the project's own generator, so a worker that
+// resumes from round r draws exactly the batches of an uninterrupted run, on any standard
+// library. Each epoch of floor(n / batch) batches is a fresh permutation.
+std::vector<int64_t> BatchOrder(uint64_t seed, uint32_t worker, uint64_t round, int64_t n,
+                                int64_t batch);
 
 // Runs the worker to the end of the job. Errors name what failed: a missing or corrupt data
 // file, an unreachable server (within the deadlines), a refused join, a non-finite gradient.

@@ -27,6 +27,8 @@ JobConfig NonDefaultConfig() {
   c.total_rounds = 1234;
   c.digest_every = 17;
   c.seed = 99;
+  c.checkpoint_every = 25;
+  c.round_timeout_seconds = 42.5;
   return c;
 }
 
@@ -43,6 +45,8 @@ void ExpectEqual(const JobConfig& a, const JobConfig& b) {
   EXPECT_EQ(a.total_rounds, b.total_rounds);
   EXPECT_EQ(a.digest_every, b.digest_every);
   EXPECT_EQ(a.seed, b.seed);
+  EXPECT_EQ(a.checkpoint_every, b.checkpoint_every);
+  EXPECT_EQ(a.round_timeout_seconds, b.round_timeout_seconds);
 }
 
 TEST(Conversions, JobConfigSurvivesARoundTrip) {
