@@ -679,6 +679,12 @@ void Coordinator::CountRejectedPush(const std::string& reason) {
   if (options_.metrics) options_.metrics->Rejected(reason)->Add();
 }
 
+void Coordinator::CountCancelledPush() {
+  absl::MutexLock lock(&mu_);
+  ++cancelled_pushes_;
+  if (options_.metrics) options_.metrics->Rejected("cancelled")->Add();
+}
+
 bool Coordinator::AwaitPushes(uint32_t pushes, absl::Duration timeout) {
   struct Arg {
     Coordinator* c;
@@ -702,6 +708,7 @@ CoordinatorStatus Coordinator::GetStatus() {
   s.parameters_ready = !params_.empty();
   s.finished = options_.job.total_rounds != 0 && machine_.round() >= options_.job.total_rounds;
   s.rejected_pushes = rejected_pushes_;
+  s.cancelled_pushes = cancelled_pushes_;
   s.pushes_this_round = machine_.pushed();
   s.committed_round = committed_round_;
   s.job_status = job_status_;

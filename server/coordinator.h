@@ -82,6 +82,7 @@ struct CoordinatorStatus {
   bool parameters_ready = false;
   bool finished = false;
   uint64_t rejected_pushes = 0;
+  uint64_t cancelled_pushes = 0;  // clients that went away mid-push
   uint32_t pushes_this_round = 0;
   uint64_t committed_round = 0;
   absl::Status job_status;  // not OK once the job failed
@@ -138,6 +139,8 @@ class Coordinator {
   // Counts a push the service layer refused before handing it over, with its metrics reason
   // ("oversize", "malformed").
   void CountRejectedPush(const std::string& reason);
+  // Counts a push whose client went away before it was complete (not a rejection).
+  void CountCancelledPush();
 
   // Null when the coordinator was created without metrics.
   ServerMetrics* metrics() const { return options_.metrics; }
@@ -182,6 +185,7 @@ class Coordinator {
   std::unique_ptr<Sgd> sgd_ ABSL_GUARDED_BY(mu_);
   RoundMachine machine_ ABSL_GUARDED_BY(mu_);
   uint64_t rejected_pushes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t cancelled_pushes_ ABSL_GUARDED_BY(mu_) = 0;
   // Checkpoints: the newest committed round (valid when has_committed_), the snapshot waiting
   // for the writer, the round being written, and the outcome of the last write.
   bool has_committed_ ABSL_GUARDED_BY(mu_) = false;

@@ -259,7 +259,10 @@ class PushReactor final
 
   void OnReadDone(bool ok) override {
     // A client that gave up (cancelled, or its deadline passed) did not send a malformed push.
-    if (!ok && context_->IsCancelled()) return Done(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+    if (!ok && context_->IsCancelled()) {
+      service_->coordinator_->CountCancelledPush();
+      return Done(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+    }
     if (!ok) return Submit();
     service_->AddBytesIn(in_.payload().size());
     if (!started_) {

@@ -11,6 +11,7 @@
 #include "common/sparse/aggregate.h"
 #include "common/wire/digest.h"
 #include "common/wire/sparse_codec.h"
+#include "common/wire/chunking.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/test_server.h"
@@ -264,6 +265,144 @@ TEST(ParameterServer, ClientFailsWithinItsDeadlineWhenTheServerIsGone) {
       << r.status();
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("127.0.0.1"));
   EXPECT_LT(took, absl::Seconds(10));  // the 2 s deadline, generously
+}
+
+}  // namespace
+}  // namespace regtopk
+
+namespace regtopk {
+namespace {
+
+// Every entry of a `dim`-vector, with varied values: a push that needs several chunks.
+SparseVector Full(size_t dim) {
+  SparseVector v;
+  v.indices.resize(dim);
+  v.values.resize(dim);
+  for (size_t i = 0; i < dim; ++i) {
+    v.indices[i] = static_cast<uint32_t>(i);
+    v.values[i] = static_cast<float>(i % 97) * 0.25f + 1.0f;
+  }
+  return v;
+}
+
+// A raw stub, so a test can cancel a call in the middle of its stream.
+std::unique_ptr<v1::ParameterServer::Stub> RawStub(TestServer& server) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  return v1::ParameterServer::NewStub(
+      grpc::CreateCustomChannel(server.address(), grpc::InsecureChannelCredentials(), args));
+}
+
+TEST(Cancellation, AnUploadCancelledHalfwayInstallsNothing) {
+  const size_t dim = 600000;  // three chunks
+  TestServer server(Options(1, Algorithm::kTopK, 0.01));
+  auto client = server.NewClient();
+  ASSERT_TRUE(client->Join(0, 1, dim, 1).ok());
+  auto stub = RawStub(server);
+  grpc::ClientContext context;
+  v1::UploadParametersResponse response;
+  auto writer = stub->UploadParameters(&context, &response);
+  v1::ParameterChunk chunk;
+  chunk.set_worker_id(0);
+  chunk.set_dim(dim);
+  std::vector<float> part(kChunkBytes / 4, 1.0f);
+  chunk.set_values(reinterpret_cast<const char*>(part.data()), kChunkBytes);
+  ASSERT_TRUE(writer->Write(chunk));
+  context.TryCancel();
+  EXPECT_EQ(writer->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_FALSE(server.coordinator().GetStatus().parameters_ready);
+  EXPECT_TRUE(client->UploadParameters(0, std::vector<float>(dim, 0.5f)).ok());  // still possible
+}
+
+TEST(Cancellation, APushCancelledWhileStreamingInIsNotCountedAsMalformed) {
+  const size_t dim = 2000000;
+  TestServer server(Options(2, Algorithm::kDense, 1.0));
+  auto clients = JoinAll(server, 2, dim);
+  const std::string payload = Encode(Full(dim), dim);
+  ASSERT_GT(payload.size(), 2 * kChunkBytes);
+  auto stub = RawStub(server);
+  grpc::ClientContext context;
+  auto stream = stub->Push(&context);
+  v1::PushChunk chunk;
+  chunk.set_worker_id(0);
+  chunk.set_round(0);
+  chunk.set_total_bytes(payload.size());
+  chunk.set_payload(payload.substr(0, kChunkBytes));
+  ASSERT_TRUE(stream->Write(chunk));
+  context.TryCancel();
+  stream->Finish();
+  // The server learns of the cancellation on its own schedule: wait for it, within a bound.
+  const absl::Time give_up = absl::Now() + absl::Seconds(10);
+  while (server.coordinator().GetStatus().cancelled_pushes == 0 &&
+         server.coordinator().GetStatus().rejected_pushes == 0) {
+    ASSERT_LT(absl::Now(), give_up) << "the server never saw the cancellation";
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  const CoordinatorStatus s = server.coordinator().GetStatus();
+  EXPECT_EQ(s.cancelled_pushes, 1u);
+  EXPECT_EQ(s.rejected_pushes, 0u);
+  EXPECT_EQ(s.pushes_this_round, 0u);
+}
+
+TEST(Cancellation, APushCancelledWhileHeldStaysInTheRoundAndItsRetryGetsTheResult) {
+  const size_t dim = 100;
+  TestServer server(Options(2, Algorithm::kTopK, 0.05));
+  auto clients = JoinAll(server, 2, dim);
+  const std::string payload = Encode(SparseVector{{1, 2}, {1.0f, 2.0f}}, dim);
+  {
+    auto stub = RawStub(server);
+    grpc::ClientContext context;
+    auto stream = stub->Push(&context);
+    v1::PushChunk chunk;
+    chunk.set_worker_id(0);
+    chunk.set_round(0);
+    chunk.set_total_bytes(payload.size());
+    chunk.set_payload(payload);
+    ASSERT_TRUE(stream->Write(chunk));
+    ASSERT_TRUE(stream->WritesDone());
+    ASSERT_TRUE(server.coordinator().AwaitPushes(1, absl::Seconds(30)));
+    context.TryCancel();
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  EXPECT_EQ(server.coordinator().GetStatus().rejected_pushes, 0u);
+  EXPECT_EQ(server.coordinator().GetStatus().pushes_this_round, 1u);
+  absl::StatusOr<PushReply> retry = absl::UnknownError("");
+  std::thread t([&] { retry = clients[0]->Push(0, 0, payload); });  // takes the slot over
+  auto other = clients[1]->Push(1, 0, Encode(SparseVector{{2}, {4.0f}}, dim));
+  t.join();
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_EQ(retry->encoded, other->encoded);
+  EXPECT_EQ(server.coordinator().GetStatus().round, 1u);
+}
+
+TEST(Cancellation, AReplyCancelledWhileStreamingOutLeavesTheServerWorking) {
+  const size_t dim = 2000000;  // a dense aggregate of 8 MB: several chunks
+  TestServer server(Options(1, Algorithm::kDense, 1.0));
+  auto clients = JoinAll(server, 1, dim);
+  const std::string payload = Encode(Full(dim), dim);
+  {
+    auto stub = RawStub(server);
+    grpc::ClientContext context;
+    auto stream = stub->Push(&context);
+    v1::PushChunk chunk;
+    chunk.set_worker_id(0);
+    chunk.set_round(0);
+    chunk.set_total_bytes(payload.size());
+    for (size_t at = 0; at < payload.size(); at += kChunkBytes) {
+      chunk.set_payload(payload.substr(at, kChunkBytes));
+      ASSERT_TRUE(stream->Write(chunk));
+    }
+    ASSERT_TRUE(stream->WritesDone());
+    v1::AggregateChunk first;
+    ASSERT_TRUE(stream->Read(&first));  // the first chunk of the reply, then give up
+    context.TryCancel();
+    stream->Finish();
+  }
+  // The round closed; the next one works as usual.
+  EXPECT_EQ(server.coordinator().GetStatus().round, 1u);
+  std::mt19937 rng2(3);
+  ExpectExactRound(clients, 1, dim, 1000, rng2);
 }
 
 }  // namespace

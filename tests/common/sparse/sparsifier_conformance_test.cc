@@ -1,4 +1,5 @@
 // The conformance suite every Sparsifier implementation passes.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -94,6 +95,48 @@ TEST_P(SparsifierConformance, IsDeterministicForASeed) {
     ASSERT_TRUE(a->ObserveAggregate(oa).ok());
     ASSERT_TRUE(b->ObserveAggregate(ob).ok());
   }
+}
+
+// A checkpoint in the middle of a run: a fresh sparsifier given the exported state continues
+// exactly as the original does, bit for bit (what a restarted worker relies on).
+TEST_P(SparsifierConformance, ExportedStateContinuesBitForBit) {
+  const size_t d = 30000;
+  auto a = Make(d, 0.01, 42);
+  std::mt19937 rng(5);
+  SparseVector oa, ob;
+  for (int round = 0; round < 3; ++round) {
+    const std::vector<float> g = RandomGradient(d, rng);
+    ASSERT_TRUE(a->Compress(g, &oa).ok());
+    // A made-up aggregate that differs from the push, so RegTop-k's delta is exercised.
+    SparseVector agg = oa;
+    for (float& v : agg.values) v *= 0.3f;
+    ASSERT_TRUE(a->ObserveAggregate(agg).ok());
+  }
+  auto b = Make(d, 0.01, 42);
+  ASSERT_TRUE(b->ImportState(a->ExportState()).ok());
+  for (int round = 0; round < 3; ++round) {
+    const std::vector<float> g = RandomGradient(d, rng);
+    ASSERT_TRUE(a->Compress(g, &oa).ok());
+    ASSERT_TRUE(b->Compress(g, &ob).ok());
+    EXPECT_EQ(oa.indices, ob.indices) << round;
+    EXPECT_EQ(oa.values, ob.values) << round;
+    SparseVector agg = oa;
+    for (float& v : agg.values) v *= -0.5f;
+    ASSERT_TRUE(a->ObserveAggregate(agg).ok());
+    ASSERT_TRUE(b->ObserveAggregate(agg).ok());
+  }
+  EXPECT_TRUE(std::equal(a->error().begin(), a->error().end(), b->error().begin(), b->error().end()));
+}
+
+TEST_P(SparsifierConformance, RefusesAStateOfAnotherSize) {
+  auto a = Make(100, 0.1), b = Make(200, 0.1);
+  if (GetParam() == Algorithm::kDense) {
+    SparsifierState s;
+    s.error.assign(5, 0.0f);
+    EXPECT_EQ(b->ImportState(s).code(), absl::StatusCode::kInvalidArgument);
+    return;
+  }
+  EXPECT_EQ(b->ImportState(a->ExportState()).code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_P(SparsifierConformance, HandlesDimensionOne) {
