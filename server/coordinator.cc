@@ -221,6 +221,7 @@ absl::Status Coordinator::RollBack(uint64_t round, uint32_t restarted_worker) {
     params_ = std::move(c.params);
     REGTOPK_RETURN_IF_ERROR(sgd_->SetMomentum(c.momentum));
     aborted = machine_.Reset(round, c.last_result, c.last_push_digests);
+    if (to_commit_ && *to_commit_ > round) to_commit_.reset();  // of the abandoned timeline
     if (ServerMetrics* m = options_.metrics) {
       m->rollbacks->Add();
       m->current_round->Set(static_cast<double>(round));
@@ -533,39 +534,22 @@ void Coordinator::CloserLoop() {
     const absl::Time t2 = absl::Now();
     result->nnz = aggregate.nnz();
 
-    // Commit this round's checkpoint if every worker saved its state for it and the server's
-    // own file is durable.
+    // This round's checkpoint can be committed once every worker saved its state for it (known
+    // now) and the server's own file is durable (perhaps later: then the writer commits).
     std::string commit_note;
     if (options_.checkpoints && options_.job.IsCheckpointRound(round)) {
       absl::MutexLock lock(&mu_);
       const bool already = has_committed_ && committed_round_ == round;  // resumed or rolled back here
-      mu_.Await(absl::Condition(
-          +[](Coordinator* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu_) {
-            return c->shutting_down_ || (c->to_write_ == nullptr && !c->writing_);
-          },
-          this));
       if (already) {
       } else if (!all_saved) {
         commit_note = absl::StrCat("checkpoint of round ", round,
                                    " not committed: not every worker saved its state for it");
-      } else if (last_written_ != round) {
-        commit_note = absl::StrCat("checkpoint of round ", round, " not committed: its write failed (",
-                                   last_write_status_.message(), ")");
       } else {
-        absl::Status s = options_.checkpoints->Commit(round);
-        if (s.ok()) {
-          has_committed_ = true;
-          committed_round_ = round;
-          if (ServerMetrics* m = options_.metrics) {
-            m->checkpoints_committed->Add();
-            m->last_committed_round->Set(static_cast<double>(round));
-          }
-        } else {
-          commit_note = absl::StrCat("checkpoint of round ", round, " not committed: ", s.message());
-        }
+        to_commit_ = round;
       }
     }
     if (!commit_note.empty()) Log(commit_note);
+    MaybeCommit();
 
     std::vector<PushCallback> callbacks;
     const uint32_t every = options_.job.digest_every;
@@ -636,11 +620,39 @@ void Coordinator::WriterLoop() {
       m->checkpoint_write_seconds->Add(absl::ToDoubleSeconds(absl::Now() - start));
     }
     if (!s.ok()) Log(absl::StrCat("writing the checkpoint of round ", c->round, " failed: ", s.message()));
-    absl::MutexLock lock(&mu_);
-    writing_ = false;
-    last_write_status_ = s;
-    if (s.ok()) last_written_ = c->round;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      last_write_status_ = s;
+      if (s.ok()) last_written_ = c->round;
+    }
+    MaybeCommit();
   }
+}
+
+void Coordinator::MaybeCommit() {
+  uint64_t round;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!to_commit_ || committing_ || last_written_ != *to_commit_) return;
+    round = *to_commit_;
+    committing_ = true;
+  }
+  absl::Status s = options_.checkpoints->Commit(round);
+  {
+    absl::MutexLock lock(&mu_);
+    committing_ = false;
+    if (to_commit_ == round) to_commit_.reset();
+    if (s.ok() && (!has_committed_ || committed_round_ < round)) {
+      has_committed_ = true;
+      committed_round_ = round;
+      if (ServerMetrics* m = options_.metrics) {
+        m->checkpoints_committed->Add();
+        m->last_committed_round->Set(static_cast<double>(round));
+      }
+    }
+  }
+  if (!s.ok()) Log(absl::StrCat("checkpoint of round ", round, " not committed: ", s.message()));
 }
 
 void Coordinator::Shutdown() {

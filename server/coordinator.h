@@ -167,6 +167,8 @@ class Coordinator {
   // Loads checkpoint `round` and makes it the job's state; ABORTs held pushes.
   absl::Status RollBack(uint64_t round, uint32_t restarted_worker) ABSL_LOCKS_EXCLUDED(mu_);
   void Log(const std::string& line) const;
+  // Commits to_commit_ if its pending file is durable; a no-op otherwise. Takes mu_.
+  void MaybeCommit() ABSL_LOCKS_EXCLUDED(mu_);
 
   // Constant after construction (the store is used by one thread at a time: the writer, or a
   // caller holding writer_idle_).
@@ -194,6 +196,11 @@ class Coordinator {
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool writer_stop_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<uint64_t> last_written_ ABSL_GUARDED_BY(mu_);  // durable pending round
+  // A checkpoint round every worker saved, waiting for its file to be durable to be committed
+  // (the commit follows the write, from whichever thread sees both first, so that a round
+  // never waits for a write), and whether a commit is under way.
+  std::optional<uint64_t> to_commit_ ABSL_GUARDED_BY(mu_);
+  bool committing_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status last_write_status_ ABSL_GUARDED_BY(mu_);
 
   std::thread closer_, writer_;

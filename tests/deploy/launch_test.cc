@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/files.h"
@@ -166,5 +167,59 @@ TEST(Launch, SaysWhichProcessFailed) {
               ::testing::ContainsRegex("worker [01] failed with exit code 1"));
   EXPECT_THAT(launch.stderr_text(), HasSubstr("cannot open data file"));
 }
+}  // namespace
+}  // namespace regtopk
+
+namespace regtopk {
+namespace {
+
+// The launcher's --checkpoint-dir and --restart-on-failure on the real Fashion-MNIST MLP job: a
+// worker SIGKILLed mid-job is restarted by the launcher, the job rolls back to its committed
+// checkpoint, and every final digest equals that of the same launch without a kill.
+std::vector<std::string> Digests(const std::string& summary) {
+  std::vector<std::string> out;
+  std::regex digest("\"([0-9a-f]{16})\"");
+  const size_t at = summary.find("\"param_digests\"");
+  const std::string tail = summary.substr(at, summary.find(']', at) - at);
+  for (auto it = std::sregex_iterator(tail.begin(), tail.end(), digest); it != std::sregex_iterator(); ++it) {
+    out.push_back((*it)[1].str());
+  }
+  return out;
+}
+
+TEST(Launch, RestartOnFailureRecoversAKilledWorkerBitIdentically) {
+  auto args = [](const std::string& dir) {
+    return std::vector<std::string>{
+        "--workers=2", "--model=mlp", "--rounds=150", "--density=0.01", "--momentum=0.9",
+        "--partition=dirichlet:0.5", "--eval-every=75", "--max-eval-examples=1000",
+        "--checkpoint-every=25", "--no-plots", "--restart-on-failure=1",
+        "--output=" + dir, "--checkpoint-dir=" + dir + "/ckpt"};
+  };
+  const std::string ref = NewTempDir("regtopk_launch");
+  Subprocess plain(kLaunch, args(ref));
+  ASSERT_EQ(plain.Wait(), 0) << plain.stdout_text() << plain.stderr_text();
+  const std::vector<std::string> want = Digests(Slurp(ref + "/summary.json"));
+  ASSERT_EQ(want.size(), 2u);
+
+  const std::string dir = NewTempDir("regtopk_launch");
+  Subprocess launch(kLaunch, args(dir));
+  const absl::Time give_up = absl::Now() + absl::Seconds(120);
+  while (Lines(dir + "/worker_1.jsonl").size() < 70) {
+    ASSERT_LT(absl::Now(), give_up);
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  pid_t victim = 0;
+  for (const auto& [name, pid] : LaunchedProcesses(dir)) {
+    if (name == "worker 1") victim = pid;
+  }
+  ASSERT_GT(victim, 0);
+  kill(victim, SIGKILL);
+  ASSERT_EQ(launch.Wait(), 0) << launch.stdout_text() << launch.stderr_text();
+  EXPECT_THAT(launch.stdout_text(), HasSubstr("worker 1 exited with code -9; restarting it"));
+  const std::string summary = Slurp(dir + "/summary.json");
+  EXPECT_THAT(summary, HasSubstr("\"total_restarts\": 1"));
+  EXPECT_EQ(Digests(summary), want);
+}
+
 }  // namespace
 }  // namespace regtopk
