@@ -85,9 +85,7 @@ StateFileWriter::~StateFileWriter() {
   if (!committed_) unlink(tmp_path_.c_str());
 }
 
-absl::Status StateFileWriter::Flush() {
-  const char* p = buffer_.data();
-  size_t left = buffer_.size();
+absl::Status StateFileWriter::WriteOut(const char* p, size_t left) {
   while (left > 0) {
     size_t n = left;
     if (kill_after_bytes_ != 0 && written_ < kill_after_bytes_ && written_ + n >= kill_after_bytes_) {
@@ -104,8 +102,13 @@ absl::Status StateFileWriter::Flush() {
     written_ += static_cast<uint64_t>(w);
     if (kill_after_bytes_ != 0 && written_ >= kill_after_bytes_) raise(SIGKILL);
   }
-  buffer_.clear();
   return absl::OkStatus();
+}
+
+absl::Status StateFileWriter::Flush() {
+  absl::Status s = WriteOut(buffer_.data(), buffer_.size());
+  buffer_.clear();
+  return s;
 }
 
 absl::Status StateFileWriter::Write(absl::string_view bytes) {
@@ -113,10 +116,8 @@ absl::Status StateFileWriter::Write(absl::string_view bytes) {
   if (buffer_.size() + bytes.size() > kBufferBytes) {
     if (absl::Status s = Flush(); !s.ok()) return s;
   }
-  if (bytes.size() >= kBufferBytes) {  // large sections go straight to the file
-    buffer_.assign(bytes.data(), bytes.size());
-    return Flush();
-  }
+  // Large sections (the parameters) go straight from the caller's memory to the file: no copy.
+  if (bytes.size() >= kBufferBytes) return WriteOut(bytes.data(), bytes.size());
   buffer_.append(bytes.data(), bytes.size());
   return absl::OkStatus();
 }

@@ -52,6 +52,7 @@ class StateFileWriter {
   StateFileWriter(std::string dir, std::string name, int fd);
   absl::Status Write(absl::string_view bytes);
   absl::Status Flush();
+  absl::Status WriteOut(const char* p, size_t n);
   absl::Status Section(absl::string_view key, absl::string_view bytes);
 
   const std::string dir_, name_, tmp_path_;

@@ -213,7 +213,8 @@ TEST(Recovery, CorruptNewestCheckpointFallsBackToThePreviousOne) {
     if (e.path().filename().string().rfind("ckpt-", 0) == 0) committed.push_back(e.path());
   }
   std::sort(committed.begin(), committed.end());
-  ASSERT_EQ(committed.size(), 2u);
+  // Two are kept; a third may remain when the kill fell between a commit and its clean-up.
+  ASSERT_GE(committed.size(), 2u);
   {
     std::fstream f(committed.back(), std::ios::in | std::ios::out | std::ios::binary);
     f.seekg(0, std::ios::end);
