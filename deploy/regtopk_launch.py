@@ -131,6 +131,7 @@ class Follower:
 
     def __init__(self, path: str) -> None:
         self.path, self.offset, self.rows, self.partial = path, 0, [], ""
+        self.broken = 0  # lines cut short by a killed worker
 
     def rounds(self) -> list[dict]:
         """One row per round, the last one written (a rolled-back worker writes rounds again)."""
@@ -150,7 +151,13 @@ class Follower:
             return
         lines = (self.partial + data).split("\n")
         self.partial = lines.pop()
-        self.rows.extend(json.loads(line) for line in lines if line.strip())
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                self.rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                self.broken += 1
 
 
 def fmt_seconds(s: float) -> str:

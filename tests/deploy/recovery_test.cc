@@ -35,15 +35,16 @@ class Job {
   explicit Job(const std::string& name, double round_timeout = 60) : dir_(NewTempDir(name)),
                                                                      round_timeout_(round_timeout) {}
 
-  void StartServer() {
-    server_ = std::make_unique<Subprocess>(
-        kBin + "/regtopk-server",
-        std::vector<std::string>{
-            "--host=127.0.0.1", absl::StrCat("--port=", port_), absl::StrCat("--workers=", kWorkers),
+  void StartServer(std::vector<std::string> extra = {}) {
+    std::vector<std::string> args{
+        "--host=127.0.0.1", absl::StrCat("--port=", port_), absl::StrCat("--workers=", kWorkers),
             "--algorithm=regtopk", "--density=0.05", "--mu=4", "--lr=0.01", "--momentum=0.9",
             absl::StrCat("--rounds=", kRounds), "--checkpoint-dir=" + dir_ + "/server",
             "--checkpoint-every=10", "--linger-seconds=1", "--log-every=0",
-            absl::StrCat("--round-timeout-seconds=", round_timeout_)});
+            absl::StrCat("--round-timeout-seconds=", round_timeout_)};
+    args.insert(args.end(), extra.begin(), extra.end());
+    server_ = std::make_unique<Subprocess>(kBin + "/regtopk-server", args);
+    if (!extra.empty()) return;  // the caller checks what happens
     if (port_ == "0") {
       const std::string address = ServerAddress(*server_);
       ASSERT_FALSE(address.empty()) << server_->stderr_text();
@@ -52,14 +53,14 @@ class Job {
       ASSERT_TRUE(server_->WaitForStdout("listening on", 20000)) << server_->stderr_text();
     }
   }
-  void StartWorker(int w) {
-    workers_[w] = std::make_unique<Subprocess>(
-        kBin + "/regtopk-worker",
-        std::vector<std::string>{absl::StrCat("--server=127.0.0.1:", port_),
-                                 absl::StrCat("--worker-id=", w), "--dataset=linreg",
-                                 "--model=linear", absl::StrCat("--state-dir=", dir_, "/w", w),
-                                 absl::StrCat("--metrics=", dir_, "/w", w, ".jsonl"),
-                                 "--log-every=0", "--reconnect-timeout-seconds=60"});
+  void StartWorker(int w, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args{absl::StrCat("--server=127.0.0.1:", port_),
+                                  absl::StrCat("--worker-id=", w), "--dataset=linreg",
+                                  "--model=linear", absl::StrCat("--state-dir=", dir_, "/w", w),
+                                  absl::StrCat("--metrics=", dir_, "/w", w, ".jsonl"),
+                                  "--log-every=0", "--reconnect-timeout-seconds=60"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    workers_[w] = std::make_unique<Subprocess>(kBin + "/regtopk-worker", args);
   }
   void Start() {
     StartServer();
@@ -226,6 +227,38 @@ TEST(Recovery, CorruptNewestCheckpointFallsBackToThePreviousOne) {
   ExpectBitIdentical(job.Finish());
   EXPECT_THAT(job.server().stderr_text(), HasSubstr("is unusable"));
   EXPECT_THAT(job.server().stderr_text(), HasSubstr("checksum mismatch"));
+}
+
+TEST(Recovery, ALostStateDirNeedsAllowFreshStateAndThenTheJobGoesOn) {
+  Job job("regtopk_recovery");
+  job.Start();
+  job.WaitForRound(60);
+  job.KillWorker(1);
+  std::filesystem::remove_all(job.dir() + "/w1");  // the worker moved to a new machine
+  job.StartWorker(1);
+  EXPECT_EQ(job.worker(1).Wait(60000), 1);
+  EXPECT_THAT(job.worker(1).stderr_text(), HasSubstr("has no saved state for round"));
+  EXPECT_THAT(job.worker(1).stderr_text(), HasSubstr("--allow-fresh-state"));
+  job.StartWorker(1, {"--allow-fresh-state"});
+  const std::vector<std::string> digests = job.Finish();
+  EXPECT_THAT(job.worker(1).stderr_text(), HasSubstr("with fresh state"));
+  EXPECT_THAT(job.server().stderr_text(), HasSubstr("no longer bit-identical"));
+  // Every replica still equals the server's (the digests agree), but not the uninterrupted run.
+  EXPECT_EQ(digests[0], digests[1]);
+  EXPECT_EQ(digests[0], digests[2]);
+  EXPECT_NE(digests, Reference());
+}
+
+TEST(Recovery, ResumingRefusesAFlagThatContradictsTheStoredJob) {
+  Job job("regtopk_recovery");
+  job.Start();
+  job.WaitForRound(30);
+  job.KillServer();
+  job.StartServer({"--lr=0.02"});
+  EXPECT_EQ(job.server().Wait(30000), 2);
+  EXPECT_THAT(job.server().stderr_text(), HasSubstr("--lr=0.02 contradicts the job in --checkpoint-dir"));
+  job.StartServer();  // the same flags: resumes
+  ExpectBitIdentical(job.Finish());
 }
 
 TEST(Recovery, DeadWorkerNeverReplacedFailsTheJobNamingIt) {

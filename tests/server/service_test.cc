@@ -1,5 +1,6 @@
 // The parameter server through real gRPC on 127.0.0.1, driven by the plain client: exact
 // aggregation, idempotent retries, round timeouts, rejection of every kind of bad push.
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -293,6 +294,21 @@ std::unique_ptr<v1::ParameterServer::Stub> RawStub(TestServer& server) {
       grpc::CreateCustomChannel(server.address(), grpc::InsecureChannelCredentials(), args));
 }
 
+// Writes the chunks of `payload` from byte 0 up to `upto` as worker 0's push of round 0 (and
+// half-closes the stream if that is the whole payload).
+void WriteRawPush(grpc::ClientReaderWriter<v1::PushChunk, v1::AggregateChunk>* stream,
+                  const std::string& payload, size_t upto) {
+  v1::PushChunk chunk;
+  chunk.set_worker_id(0);
+  chunk.set_round(0);
+  chunk.set_total_bytes(payload.size());
+  for (size_t at = 0; at < upto; at += kChunkBytes) {
+    chunk.set_payload(payload.substr(at, std::min(kChunkBytes, upto - at)));
+    ASSERT_TRUE(stream->Write(chunk));
+  }
+  if (upto == payload.size()) ASSERT_TRUE(stream->WritesDone());
+}
+
 TEST(Cancellation, AnUploadCancelledHalfwayInstallsNothing) {
   const size_t dim = 600000;  // three chunks
   TestServer server(Options(1, Algorithm::kTopK, 0.01));
@@ -323,12 +339,7 @@ TEST(Cancellation, APushCancelledWhileStreamingInIsNotCountedAsMalformed) {
   auto stub = RawStub(server);
   grpc::ClientContext context;
   auto stream = stub->Push(&context);
-  v1::PushChunk chunk;
-  chunk.set_worker_id(0);
-  chunk.set_round(0);
-  chunk.set_total_bytes(payload.size());
-  chunk.set_payload(payload.substr(0, kChunkBytes));
-  ASSERT_TRUE(stream->Write(chunk));
+  WriteRawPush(stream.get(), payload, kChunkBytes);
   context.TryCancel();
   stream->Finish();
   // The server learns of the cancellation on its own schedule: wait for it, within a bound.
@@ -353,13 +364,7 @@ TEST(Cancellation, APushCancelledWhileHeldStaysInTheRoundAndItsRetryGetsTheResul
     auto stub = RawStub(server);
     grpc::ClientContext context;
     auto stream = stub->Push(&context);
-    v1::PushChunk chunk;
-    chunk.set_worker_id(0);
-    chunk.set_round(0);
-    chunk.set_total_bytes(payload.size());
-    chunk.set_payload(payload);
-    ASSERT_TRUE(stream->Write(chunk));
-    ASSERT_TRUE(stream->WritesDone());
+    WriteRawPush(stream.get(), payload, payload.size());
     ASSERT_TRUE(server.coordinator().AwaitPushes(1, absl::Seconds(30)));
     context.TryCancel();
     EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
@@ -385,15 +390,7 @@ TEST(Cancellation, AReplyCancelledWhileStreamingOutLeavesTheServerWorking) {
     auto stub = RawStub(server);
     grpc::ClientContext context;
     auto stream = stub->Push(&context);
-    v1::PushChunk chunk;
-    chunk.set_worker_id(0);
-    chunk.set_round(0);
-    chunk.set_total_bytes(payload.size());
-    for (size_t at = 0; at < payload.size(); at += kChunkBytes) {
-      chunk.set_payload(payload.substr(at, kChunkBytes));
-      ASSERT_TRUE(stream->Write(chunk));
-    }
-    ASSERT_TRUE(stream->WritesDone());
+    WriteRawPush(stream.get(), payload, payload.size());
     v1::AggregateChunk first;
     ASSERT_TRUE(stream->Read(&first));  // the first chunk of the reply, then give up
     context.TryCancel();

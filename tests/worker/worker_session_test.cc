@@ -1,12 +1,16 @@
 // WorkerSession against a real server on 127.0.0.1: replicas that stay bit-identical to the
 // server's parameters, a drifted replica caught by the digest, a lost reply recovered by retry,
 // and a 100 M-parameter job. Faults are injected through the ServerClient seam.
+#include <atomic>
 #include <cstring>
+#include <map>
+#include <utility>
 #include <memory>
 #include <random>
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "common/wire/digest.h"
 #include "common/wire/sparse_codec.h"
 #include "gtest/gtest.h"
@@ -129,6 +133,76 @@ TEST(WorkerSession, DriftedReplicaIsDetectedByTheDigestAndRepulled) {
   for (auto& s : sessions) {
     EXPECT_EQ(std::memcmp(s->parameters().data(), pulled->values.data(), 4 * dim), 0);
   }
+}
+
+// With momentum the corrupted round also poisons the momentum buffer; the digest's repair pulls
+// it with the parameters, so the replica is right from then on (one resync, not one per digest).
+TEST(WorkerSession, DigestRepairPullsTheMomentumBufferToo) {
+  const size_t dim = 5000;
+  CoordinatorOptions o = Options(2, Algorithm::kTopK, 0.01);
+  o.job.sgd.momentum = 0.9f;
+  o.job.digest_every = 3;  // digests after rounds 2, 5, 8
+  o.job.total_rounds = 9;
+  TestServer server(o);
+  auto honest = server.NewClient();
+  CorruptingClient corrupt(server.NewClient(), /*corrupt_round=*/1, dim);
+  SessionRun run = RunSessions({honest.get(), &corrupt}, std::vector<float>(dim, 0.5f));
+  ASSERT_TRUE(run.sessions[0] && run.sessions[1]);
+  std::vector<bool> resynced;
+  for (const StepStats& st : run.steps[1]) resynced.push_back(st.resynced);
+  EXPECT_EQ(resynced,
+            (std::vector<bool>{false, false, true, false, false, false, false, false, false}));
+  auto pulled = honest->PullParameters(0);
+  ASSERT_TRUE(pulled.ok());
+  for (auto& s : run.sessions) {
+    EXPECT_EQ(std::memcmp(s->parameters().data(), pulled->values.data(), 4 * dim), 0);
+  }
+}
+
+// Pulls taken while rounds close must carry the round their parameters belong to: every
+// snapshot's digest equals the server's own digest of the parameters after round - 1 (the step
+// and the round's advance are one critical section; they once were two).
+TEST(WorkerSession, APulledSnapshotIsLabelledWithItsRound) {
+  const size_t dim = 200000;
+  CoordinatorOptions o = Options(2, Algorithm::kTopK, 0.01);
+  o.job.sgd.momentum = 0.9f;  // a dense step: long enough for a pull to land inside it
+  o.job.digest_every = 1;
+  o.job.total_rounds = 60;
+  absl::Mutex mu;
+  std::map<uint64_t, uint64_t> after;  // round -> digest of the parameters after it
+  o.on_round_closed = [&](const RoundResult& r) {
+    absl::MutexLock lock(&mu);
+    after[r.round] = r.digest;
+  };
+  TestServer server(o);
+  std::vector<std::unique_ptr<ServerClient>> clients;
+  for (int w = 0; w < 2; ++w) clients.push_back(server.NewClient());
+  const std::vector<float> init(dim, 0.25f);
+  std::atomic<bool> stop{false};
+  std::vector<std::pair<uint64_t, uint64_t>> pulls;  // (round, digest)
+  std::thread puller([&] {
+    auto client = server.NewClient();
+    while (!stop) {
+      auto p = client->PullParameters(0);
+      if (p.ok()) pulls.emplace_back(p->round, p->digest);
+    }
+  });
+  SessionRun run = RunSessions({clients[0].get(), clients[1].get()}, init);
+  stop = true;
+  puller.join();
+  ASSERT_GT(pulls.size(), 5u);
+  absl::MutexLock lock(&mu);
+  int checked = 0;
+  for (const auto& [round, digest] : pulls) {
+    if (round == 0) {
+      EXPECT_EQ(digest, DigestFloats(init));
+    } else {
+      ASSERT_TRUE(after.count(round - 1)) << round;
+      EXPECT_EQ(digest, after[round - 1]) << "snapshot labelled round " << round;
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 0);
 }
 
 // Loses the reply of one round's push after the server answered it, as a dropped connection

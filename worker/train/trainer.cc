@@ -109,11 +109,7 @@ float ToFloat(const torch::Tensor& t) { return t.item<float>(); }
 
 }  // namespace
 
-std::vector<int64_t> BatchOrder(uint64_t seed, uint32_t worker, uint64_t round, int64_t n,
-                                int64_t batch) {
-  const int64_t b = std::min(batch, n);
-  const uint64_t per_epoch = static_cast<uint64_t>(n / b);
-  const uint64_t epoch = round / per_epoch, at = round % per_epoch;
+std::vector<int64_t> EpochPermutation(uint64_t seed, uint32_t worker, uint64_t epoch, int64_t n) {
   // Fisher-Yates with SplitMix64, seeded by (seed, worker, epoch).
   uint64_t state = seed * 0x9e3779b97f4a7c15ull ^ (uint64_t{worker} << 40) ^ (epoch * 0xd1b54a32d192ed03ull);
   std::vector<int64_t> perm(n);
@@ -121,6 +117,15 @@ std::vector<int64_t> BatchOrder(uint64_t seed, uint32_t worker, uint64_t round, 
   for (int64_t i = n - 1; i > 0; --i) {
     std::swap(perm[i], perm[UniformBelow(state, static_cast<uint64_t>(i) + 1)]);
   }
+  return perm;
+}
+
+std::vector<int64_t> BatchOrder(uint64_t seed, uint32_t worker, uint64_t round, int64_t n,
+                                int64_t batch) {
+  const int64_t b = std::min(batch, n);
+  const uint64_t per_epoch = static_cast<uint64_t>(n / b);
+  const uint64_t epoch = round / per_epoch, at = round % per_epoch;
+  const std::vector<int64_t> perm = EpochPermutation(seed, worker, epoch, n);
   return std::vector<int64_t>(perm.begin() + at * b, perm.begin() + (at + 1) * b);
 }
 
@@ -136,7 +141,18 @@ absl::Status RunWorker(const TrainerOptions& o) {
   // Opened once the session knows whether it resumes (then lines are appended).
   auto open_metrics = [&](bool append) -> absl::Status {
     if (o.metrics_path.empty()) return absl::OkStatus();
+    bool partial_line = false;
+    if (append) {
+      // A process killed mid-line leaves it unterminated: end it, so that the lines appended
+      // from now on stay whole (readers skip the broken one).
+      std::ifstream in(o.metrics_path, std::ios::binary | std::ios::ate);
+      if (in && in.tellg() > 0) {
+        in.seekg(-1, std::ios::end);
+        partial_line = in.get() != '\n';
+      }
+    }
     metrics.open(o.metrics_path, append ? std::ios::app : std::ios::trunc);
+    if (partial_line) metrics << "\n";
     if (!metrics) {
       return absl::InvalidArgumentError(
           absl::StrCat("cannot open --metrics file '", o.metrics_path, "' for writing"));
@@ -336,6 +352,8 @@ absl::Status RunWorker(const TrainerOptions& o) {
     const int64_t local_n = data.train_x.size(0);
     std::vector<float> grad(dim);
     uint64_t bytes_pushed_total = 0;
+    std::vector<int64_t> perm;
+    uint64_t perm_epoch = UINT64_MAX;
     model->train();
     while (!session->finished()) {
       const absl::Time t0 = absl::Now();
@@ -344,10 +362,16 @@ absl::Status RunWorker(const TrainerOptions& o) {
         x = data.train_x;
         y = data.train_y;
       } else {
-        std::vector<int64_t> rows =
-            BatchOrder(o.seed, o.worker_id, session->round(), local_n, o.batch_size);
-        torch::Tensor idx =
-            torch::from_blob(rows.data(), {static_cast<int64_t>(rows.size())}, torch::kLong);
+        // BatchOrder(seed, worker, round), with the epoch's permutation computed once.
+        const int64_t b = std::min<int64_t>(o.batch_size, local_n);
+        const uint64_t per_epoch = static_cast<uint64_t>(local_n / b);
+        const uint64_t epoch = session->round() / per_epoch;
+        if (epoch != perm_epoch) {
+          perm = EpochPermutation(o.seed, o.worker_id, epoch, local_n);
+          perm_epoch = epoch;
+        }
+        torch::Tensor idx = torch::from_blob(perm.data() + (session->round() % per_epoch) * b, {b},
+                                             torch::kLong);
         x = data.train_x.index_select(0, idx);
         y = data.train_y.index_select(0, idx);
       }

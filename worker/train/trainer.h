@@ -58,6 +58,8 @@ struct TrainerOptions {
 // library. Each epoch of floor(n / batch) batches is a fresh permutation.
 std::vector<int64_t> BatchOrder(uint64_t seed, uint32_t worker, uint64_t round, int64_t n,
                                 int64_t batch);
+// The permutation of epoch `epoch` that BatchOrder slices (callers cache it per epoch).
+std::vector<int64_t> EpochPermutation(uint64_t seed, uint32_t worker, uint64_t epoch, int64_t n);
 
 // Runs the worker to the end of the job. Errors name what failed: a missing or corrupt data
 // file, an unreachable server (within the deadlines), a refused join, a non-finite gradient.
