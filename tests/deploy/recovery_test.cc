@@ -262,7 +262,8 @@ TEST(Recovery, ResumingRefusesAFlagThatContradictsTheStoredJob) {
 }
 
 TEST(Recovery, DeadWorkerNeverReplacedFailsTheJobNamingIt) {
-  Job job("regtopk_recovery", /*round_timeout=*/3);
+  // 12 s: long enough to see the server name the missing worker once (every ~10 s).
+  Job job("regtopk_recovery", /*round_timeout=*/12);
   job.Start();
   job.WaitForRound(30);
   const absl::Time killed = absl::Now();
@@ -273,6 +274,8 @@ TEST(Recovery, DeadWorkerNeverReplacedFailsTheJobNamingIt) {
   }
   EXPECT_EQ(job.server().Wait(60000), 1);
   EXPECT_THAT(job.server().stderr_text(), HasSubstr("the job failed"));
+  EXPECT_THAT(job.server().stderr_text(),
+              ::testing::ContainsRegex("round [0-9]+ is waiting for worker\\(s\\) 2 \\([0-9]+s of 12s"));
   EXPECT_LT(absl::Now() - killed, absl::Seconds(30));  // no ten-minute silence
 }
 
