@@ -246,9 +246,12 @@ class Job:
             sys.exit(f"{PROGRAM}: the server did not start ({why}): {log}")
         self.address = f"127.0.0.1:{m.group(1)}"
 
-    def start_workers(self) -> None:
+    def worker_env(self) -> dict[str, str]:
         threads = self.args.threads_per_worker or max(1, (os.cpu_count() or 1) // self.args.workers)
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        return dict(os.environ, OMP_NUM_THREADS=str(threads))
+
+    def start_workers(self) -> None:
+        env = self.worker_env()
         for w in range(self.args.workers):
             proc = Process(f"worker {w}", f"worker_{w}.log", self.worker_argv(w))
             proc.popen = subprocess.Popen(proc.argv, stdout=self._open_log(proc.log_name),
@@ -291,9 +294,8 @@ class Job:
             proc.argv = self.server_argv(int(self.address.rsplit(":", 1)[1]))
             proc.popen = subprocess.Popen(proc.argv, stdout=subprocess.DEVNULL, stderr=log)
         else:
-            threads = self.args.threads_per_worker or max(1, (os.cpu_count() or 1) // self.args.workers)
             proc.popen = subprocess.Popen(proc.argv, stdout=log, stderr=subprocess.STDOUT,
-                                          env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
+                                          env=self.worker_env())
         self.write_manifest()
 
     def failed(self) -> Optional[Process]:

@@ -1,7 +1,5 @@
 #include "server/checkpoint.h"
 
-#include <cstdio>
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/checkpoint/state_file.h"
@@ -89,17 +87,8 @@ absl::Status CheckpointStore::WritePending(const ServerCheckpoint& c) {
 }
 
 absl::Status CheckpointStore::Commit(uint64_t round) {
-  const std::string from = dir_ + "/" + RoundFileName(kPending, round, kSuffix);
-  const std::string to = dir_ + "/" + RoundFileName(kCommitted, round, kSuffix);
-  if (std::rename(from.c_str(), to.c_str()) != 0) {
-    return absl::InternalError(absl::StrCat("cannot commit checkpoint: rename '", from, "' failed"));
-  }
-  // The rename is durable only once the folder is synced; a fresh writer syncs it.
-  {
-    auto w = StateFileWriter::Create(dir_, ".sync", kKind);
-    if (w.ok()) (void)(*w)->Commit();
-    RemoveFileIfPresent(dir_, ".sync");
-  }
+  REGTOPK_RETURN_IF_ERROR(RenameDurably(dir_, RoundFileName(kPending, round, kSuffix),
+                                        RoundFileName(kCommitted, round, kSuffix)));
   std::vector<uint64_t> committed = Committed();
   for (size_t i = 0; i + 2 < committed.size(); ++i) {
     RemoveFileIfPresent(dir_, RoundFileName(kCommitted, committed[i], kSuffix));

@@ -89,6 +89,10 @@ uint64_t Coordinator::dim() const {
 
 bool Coordinator::WeightsKnownLocked() const { return !weights_.empty(); }
 
+bool Coordinator::CheckpointZeroDueLocked() const {
+  return options_.checkpoints && !has_committed_ && !params_.empty() && WeightsKnownLocked();
+}
+
 void Coordinator::ComputeWeightsLocked() {
   if (WeightsKnownLocked()) return;
   for (bool j : joined_) {
@@ -412,7 +416,7 @@ bool Coordinator::WaitForFullRoundLocked() {
     if (shutting_down_) return false;
     // Checkpoint 0: the job's start, committed as soon as the job is ready (every worker's
     // state before round 0 is empty, so the server's file alone makes it consistent).
-    if (options_.checkpoints && !has_committed_ && !params_.empty() && WeightsKnownLocked()) {
+    if (CheckpointZeroDueLocked()) {
       std::shared_ptr<ServerCheckpoint> c = SnapshotLocked();
       mu_.Unlock();
       absl::Status s = options_.checkpoints->WritePending(*c);
@@ -448,9 +452,7 @@ bool Coordinator::WaitForFullRoundLocked() {
       mu_.Await(absl::Condition(
           +[](Arg* a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(a->c->mu_) {
             return a->c->shutting_down_ || a->c->machine_.round() != a->round ||
-                   a->c->machine_.pushed() != a->pushed ||
-                   (a->c->options_.checkpoints && !a->c->has_committed_ && !a->c->params_.empty() &&
-                    a->c->WeightsKnownLocked()) ||
+                   a->c->machine_.pushed() != a->pushed || a->c->CheckpointZeroDueLocked() ||
                    a->c->machine_.full();
           },
           &arg));
@@ -630,7 +632,6 @@ void Coordinator::WriterLoop() {
     {
       absl::MutexLock lock(&mu_);
       writing_ = false;
-      last_write_status_ = s;
       if (s.ok()) last_written_ = c->round;
     }
     MaybeCommit();

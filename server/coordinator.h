@@ -162,6 +162,8 @@ class Coordinator {
   // round outlives the round timeout, and writes checkpoint 0 once the job is ready.
   bool WaitForFullRoundLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool WeightsKnownLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Checkpoints are on, the job is ready (parameters and weights), round 0 not yet committed.
+  bool CheckpointZeroDueLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ComputeWeightsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::shared_ptr<ServerCheckpoint> SnapshotLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Loads checkpoint `round` and makes it the job's state; ABORTs held pushes.
@@ -170,8 +172,9 @@ class Coordinator {
   // Commits to_commit_ if its pending file is durable; a no-op otherwise. Takes mu_.
   void MaybeCommit() ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Constant after construction (the store is used by one thread at a time: the writer, or a
-  // caller holding writer_idle_).
+  // Constant after construction. The checkpoint store is used from several threads (the
+  // writer writes pending files, a commit renames one, a rollback reads a committed one); each
+  // touches its own files, and a commit only removes checkpoints older than the two newest.
   const CoordinatorOptions options_;
 
   mutable absl::Mutex mu_;
@@ -201,7 +204,6 @@ class Coordinator {
   // never waits for a write), and whether a commit is under way.
   std::optional<uint64_t> to_commit_ ABSL_GUARDED_BY(mu_);
   bool committing_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Status last_write_status_ ABSL_GUARDED_BY(mu_);
 
   std::thread closer_, writer_;
   absl::Time last_close_;  // used only by the closer thread

@@ -135,7 +135,6 @@ absl::StatusOr<std::unique_ptr<WorkerSession>> WorkerSession::Start(
   session->committed_.push_back(join.committed_round);
   const std::vector<uint64_t> saved = SavedStateRounds(options.state_dir);
   if (join.round > 0 && std::find(saved.begin(), saved.end(), join.round) != saved.end()) {
-    session->params_.resize(dim);
     REGTOPK_RETURN_IF_ERROR(session->RestoreState(join.round, join.params_digest));
     session->resumed_ = true;
     session->Log(absl::StrCat("resumed from the saved state of round ", join.round));

@@ -86,7 +86,7 @@ class WorkerSession {
   absl::StatusOr<StepStats> Step(absl::Span<const float> gradient);
 
   absl::Span<const float> parameters() const { return params_; }
-  size_t dim() const { return params_.size(); }
+  size_t dim() const { return sparsifier_->dim(); }
   uint64_t round() const { return round_; }
   bool finished() const;
   const JobConfig& config() const { return config_; }

@@ -155,10 +155,17 @@ absl::Status StateFileWriter::Commit() {
   if (fsync(fd_) != 0) return ErrnoError("cannot fsync", tmp_path_);
   close(fd_);
   fd_ = -1;
-  const std::string target = dir_ + "/" + name_;
-  if (rename(tmp_path_.c_str(), target.c_str()) != 0) return ErrnoError("cannot rename to", target);
-  committed_ = true;
-  return SyncDirectory(dir_);
+  absl::Status s = RenameDurably(dir_, "." + name_ + ".tmp", name_);
+  committed_ = s.ok();
+  return s;
+}
+
+absl::Status RenameDurably(const std::string& dir, const std::string& from, const std::string& to) {
+  const std::string source = dir + "/" + from, target = dir + "/" + to;
+  if (rename(source.c_str(), target.c_str()) != 0) {
+    return ErrnoError(absl::StrCat("cannot rename '", source, "' to"), target);
+  }
+  return SyncDirectory(dir);
 }
 
 absl::StatusOr<StateFile> StateFile::Read(const std::string& path, absl::string_view kind) {

@@ -92,6 +92,8 @@ std::vector<uint64_t> ListRoundFiles(const std::string& dir, absl::string_view p
 std::string RoundFileName(absl::string_view prefix, uint64_t round, absl::string_view suffix);
 // Creates DIR and its parents if missing; INVALID_ARGUMENT naming it if that fails.
 absl::Status EnsureDirectory(const std::string& dir);
+// Renames DIR/FROM to DIR/TO and fsyncs DIR, so the rename survives a crash.
+absl::Status RenameDurably(const std::string& dir, const std::string& from, const std::string& to);
 // Removes DIR/NAME if present (errors ignored: retention is best effort).
 void RemoveFileIfPresent(const std::string& dir, const std::string& name);
 

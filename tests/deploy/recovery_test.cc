@@ -203,6 +203,22 @@ TEST(Recovery, ServerKilledWhileWritingACheckpointEndsBitIdentical) {
   EXPECT_THAT(job.server().stderr_text(), HasSubstr("committed checkpoint of round 50"));
 }
 
+TEST(Recovery, SigtermWritesAFinalPendingCheckpointAndTheJobResumes) {
+  Job job("regtopk_recovery");
+  job.Start();
+  job.WaitForRound(CrashRound(5));
+  job.server().Signal(SIGTERM);
+  EXPECT_EQ(job.server().Wait(30000), 0) << job.server().stderr_text();
+  EXPECT_THAT(job.server().stderr_text(), HasSubstr("checkpoints flushed"));
+  int pending = 0;
+  for (const auto& e : std::filesystem::directory_iterator(job.dir() + "/server")) {
+    pending += e.path().filename().string().rfind("pending-", 0) == 0;
+  }
+  EXPECT_GE(pending, 1) << "no final pending checkpoint";
+  job.StartServer();  // resumes from the newest committed round, not the pending one
+  ExpectBitIdentical(job.Finish());
+}
+
 TEST(Recovery, CorruptNewestCheckpointFallsBackToThePreviousOne) {
   Job job("regtopk_recovery");
   job.Start();

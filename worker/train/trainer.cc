@@ -109,24 +109,23 @@ float ToFloat(const torch::Tensor& t) { return t.item<float>(); }
 
 }  // namespace
 
-std::vector<int64_t> EpochPermutation(uint64_t seed, uint32_t worker, uint64_t epoch, int64_t n) {
-  // Fisher-Yates with SplitMix64, seeded by (seed, worker, epoch).
-  uint64_t state = seed * 0x9e3779b97f4a7c15ull ^ (uint64_t{worker} << 40) ^ (epoch * 0xd1b54a32d192ed03ull);
-  std::vector<int64_t> perm(n);
-  std::iota(perm.begin(), perm.end(), 0);
-  for (int64_t i = n - 1; i > 0; --i) {
-    std::swap(perm[i], perm[UniformBelow(state, static_cast<uint64_t>(i) + 1)]);
-  }
-  return perm;
-}
+BatchOrder::BatchOrder(uint64_t seed, uint32_t worker, int64_t n, int64_t batch)
+    : seed_(seed), worker_(worker), n_(n), batch_(std::min(batch, n)),
+      per_epoch_(static_cast<uint64_t>(n / std::min(batch, n))), perm_(n) {}
 
-std::vector<int64_t> BatchOrder(uint64_t seed, uint32_t worker, uint64_t round, int64_t n,
-                                int64_t batch) {
-  const int64_t b = std::min(batch, n);
-  const uint64_t per_epoch = static_cast<uint64_t>(n / b);
-  const uint64_t epoch = round / per_epoch, at = round % per_epoch;
-  const std::vector<int64_t> perm = EpochPermutation(seed, worker, epoch, n);
-  return std::vector<int64_t>(perm.begin() + at * b, perm.begin() + (at + 1) * b);
+const int64_t* BatchOrder::Rows(uint64_t round) {
+  const uint64_t epoch = round / per_epoch_;
+  if (epoch != epoch_) {
+    // Fisher-Yates with SplitMix64, seeded by (seed, worker, epoch).
+    uint64_t state =
+        seed_ * 0x9e3779b97f4a7c15ull ^ (uint64_t{worker_} << 40) ^ (epoch * 0xd1b54a32d192ed03ull);
+    std::iota(perm_.begin(), perm_.end(), 0);
+    for (int64_t i = n_ - 1; i > 0; --i) {
+      std::swap(perm_[i], perm_[UniformBelow(state, static_cast<uint64_t>(i) + 1)]);
+    }
+    epoch_ = epoch;
+  }
+  return perm_.data() + (round % per_epoch_) * batch_;
 }
 
 absl::Status RunWorker(const TrainerOptions& o) {
@@ -352,8 +351,7 @@ absl::Status RunWorker(const TrainerOptions& o) {
     const int64_t local_n = data.train_x.size(0);
     std::vector<float> grad(dim);
     uint64_t bytes_pushed_total = 0;
-    std::vector<int64_t> perm;
-    uint64_t perm_epoch = UINT64_MAX;
+    BatchOrder batches(o.seed, o.worker_id, local_n, o.batch_size);
     model->train();
     while (!session->finished()) {
       const absl::Time t0 = absl::Now();
@@ -362,16 +360,8 @@ absl::Status RunWorker(const TrainerOptions& o) {
         x = data.train_x;
         y = data.train_y;
       } else {
-        // BatchOrder(seed, worker, round), with the epoch's permutation computed once.
-        const int64_t b = std::min<int64_t>(o.batch_size, local_n);
-        const uint64_t per_epoch = static_cast<uint64_t>(local_n / b);
-        const uint64_t epoch = session->round() / per_epoch;
-        if (epoch != perm_epoch) {
-          perm = EpochPermutation(o.seed, o.worker_id, epoch, local_n);
-          perm_epoch = epoch;
-        }
-        torch::Tensor idx = torch::from_blob(perm.data() + (session->round() % per_epoch) * b, {b},
-                                             torch::kLong);
+        torch::Tensor idx = torch::from_blob(const_cast<int64_t*>(batches.Rows(session->round())),
+                                             {batches.batch()}, torch::kLong);
         x = data.train_x.index_select(0, idx);
         y = data.train_y.index_select(0, idx);
       }

@@ -52,14 +52,27 @@ struct TrainerOptions {
   absl::Status Validate() const;
 };
 
-// The local batch of `round`: positions into this worker's `n` examples, `batch` of them. A
-// pure function of (seed, worker, round) through the project's own generator, so a worker that
-// resumes from round r draws exactly the batches of an uninterrupted run, on any standard
-// library. Each epoch of floor(n / batch) batches is a fresh permutation.
-std::vector<int64_t> BatchOrder(uint64_t seed, uint32_t worker, uint64_t round, int64_t n,
-                                int64_t batch);
-// The permutation of epoch `epoch` that BatchOrder slices (callers cache it per epoch).
-std::vector<int64_t> EpochPermutation(uint64_t seed, uint32_t worker, uint64_t epoch, int64_t n);
+// BatchOrder: the local batch of each round, as positions into this worker's `n` examples,
+// min(batch, n) of them. A pure function of (seed, worker, round) through the project's own
+// generator, so a worker that resumes from round r draws exactly the batches of an
+// uninterrupted run, on any standard library. Each epoch of floor(n / batch) batches is a
+// fresh permutation, computed once per epoch. Thread-compatible.
+class BatchOrder {
+ public:
+  // Preconditions: n >= 1, batch >= 1.
+  BatchOrder(uint64_t seed, uint32_t worker, int64_t n, int64_t batch);
+  // Valid until the next call.
+  const int64_t* Rows(uint64_t round);
+  int64_t batch() const { return batch_; }
+
+ private:
+  const uint64_t seed_;
+  const uint32_t worker_;
+  const int64_t n_, batch_;
+  const uint64_t per_epoch_;
+  uint64_t epoch_ = UINT64_MAX;  // whose permutation perm_ holds
+  std::vector<int64_t> perm_;
+};
 
 // Runs the worker to the end of the job. Errors name what failed: a missing or corrupt data
 // file, an unreachable server (within the deadlines), a refused join, a non-finite gradient.
