@@ -48,6 +48,7 @@ class GrpcServerClient final : public ServerClient {
     request.set_session_id(identity.session_id);
     for (uint64_t r : identity.state_rounds) request.add_state_rounds(r);
     request.set_fresh_state(identity.fresh_state);
+    request.set_partition_digest(identity.partition_digest);
     v1::JoinResponse response;
     grpc::Status s = stub_->Join(&context, request, &response);
     if (!s.ok()) return Annotate("Join", s);
@@ -85,12 +86,12 @@ class GrpcServerClient final : public ServerClient {
   }
 
   absl::StatusOr<PulledParameters> PullParameters(uint32_t worker_id,
-                                                  bool include_momentum) override {
+                                                  bool include_optimizer_state) override {
     grpc::ClientContext context;
     SetDeadline(&context, options_.transfer_timeout);
     v1::PullParametersRequest request;
     request.set_worker_id(worker_id);
-    request.set_include_optimizer_state(include_momentum);
+    request.set_include_optimizer_state(include_optimizer_state);
     auto reader = stub_->PullParameters(&context, request);
     PulledParameters out;
     v1::ParameterChunk chunk;
@@ -109,18 +110,27 @@ class GrpcServerClient final : public ServerClient {
         first = false;
       }
       const std::string& bytes = chunk.values();
-      const bool momentum = chunk.section() == v1::ParameterChunk::MOMENTUM;
-      std::vector<float>& into = momentum ? out.momentum : out.values;
-      if (momentum && into.empty()) into.resize(out.values.size());
+      const bool state = chunk.section() == v1::ParameterChunk::OPTIMIZER_STATE;
+      std::vector<float>& into = state ? out.optimizer_state : out.values;
+      if (state && into.empty()) {
+        // One or two slots of d floats (SGD momentum; Adam's moments).
+        const uint64_t size = chunk.section_size();
+        if (size == 0 || size % out.values.size() != 0 || size / out.values.size() > 2) {
+          bad = absl::DataLossError("PullParameters: the server announced an impossible state size");
+          context.TryCancel();
+          continue;
+        }
+        into.resize(size);
+      }
       if (chunk.dim() != out.values.size() || chunk.offset() > into.size() ||
           bytes.size() % 4 != 0 || bytes.size() / 4 > into.size() - chunk.offset() ||
-          (momentum && !include_momentum)) {
+          (state && !include_optimizer_state)) {
         bad = absl::DataLossError("PullParameters: malformed chunk from the server");
         context.TryCancel();
         continue;
       }
       std::memcpy(into.data() + chunk.offset(), bytes.data(), bytes.size());
-      if (!momentum) out.digest = chunk.digest();
+      if (!state) out.digest = chunk.digest();
     }
     grpc::Status s = reader->Finish();
     if (!bad.ok()) return bad;

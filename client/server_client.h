@@ -30,7 +30,7 @@ struct JoinReply {
 
 struct PulledParameters {
   std::vector<float> values;
-  std::vector<float> momentum;  // when asked for and the job has momentum
+  std::vector<float> optimizer_state;  // when asked for: Optimizer::state() (empty for plain SGD)
   uint64_t round = 0;
   uint64_t digest = 0;
 };
@@ -63,9 +63,9 @@ class ServerClient {
                                          uint64_t layout_digest,
                                          const JoinIdentity& identity = {}) = 0;
   virtual absl::Status UploadParameters(uint32_t worker_id, absl::Span<const float> values) = 0;
-  // With include_momentum, the optimizer's momentum buffer of the same round comes too.
+  // With include_optimizer_state, the optimizer's state of the same round comes too.
   virtual absl::StatusOr<PulledParameters> PullParameters(uint32_t worker_id,
-                                                          bool include_momentum = false) = 0;
+                                                          bool include_optimizer_state = false) = 0;
   // Sends round `round`'s encoded gradient and blocks until the round's aggregate arrives.
   // `saved_state_round`: the round this worker saved its state before (0 = none).
   virtual absl::StatusOr<PushReply> Push(uint32_t worker_id, uint64_t round,

@@ -14,7 +14,7 @@ absl::Status JobConfig::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("workers must be in [1, 4096], got ", num_workers));
   }
-  REGTOPK_RETURN_IF_ERROR(sgd.Validate());
+  REGTOPK_RETURN_IF_ERROR(optimizer.Validate());
   if (!(round_timeout_seconds >= 0 && std::isfinite(round_timeout_seconds))) {
     return absl::InvalidArgumentError(absl::StrCat("round timeout must be >= 0 seconds, got ",
                                                    round_timeout_seconds));

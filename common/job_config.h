@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "common/optim/sgd.h"
+#include "common/optim/optimizer.h"
 #include "common/sparse/sparsifier.h"
 
 namespace regtopk {
@@ -18,7 +18,7 @@ struct JobConfig {
   Algorithm algorithm = Algorithm::kRegTopK;
   double density = 0.01;  // (0, 1]
   double mu = 1.0;        // > 0, finite
-  SgdOptions sgd;
+  OptimizerOptions optimizer;
   uint32_t num_workers = 1;  // >= 1
   Weighting weighting = Weighting::kUniform;
   // 0 = unbounded.
@@ -48,6 +48,9 @@ struct JoinIdentity {
   uint64_t session_id = 0;             // random per process; 0 = unknown
   std::vector<uint64_t> state_rounds;  // rounds the worker holds saved state for, ascending
   bool fresh_state = false;            // no state: join with fresh state (not bit-identical)
+  // Digest of the whole data split this worker computed (all workers' indices); every worker
+  // of a job must agree. 0 = not applicable.
+  uint64_t partition_digest = 0;
 };
 
 }  // namespace regtopk

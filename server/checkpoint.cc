@@ -28,12 +28,12 @@ absl::StatusOr<ServerCheckpoint> Parse(const StateFile& f) {
   REGTOPK_ASSIGN_OR_RETURN(c.num_samples, f.U64s("num_samples"));
   REGTOPK_ASSIGN_OR_RETURN(c.weights, f.Floats("weights"));
   REGTOPK_ASSIGN_OR_RETURN(c.params, f.Floats("params"));
-  REGTOPK_ASSIGN_OR_RETURN(c.momentum, f.Floats("momentum"));
+  REGTOPK_ASSIGN_OR_RETURN(c.optimizer_state, f.Floats("optimizer_state"));
   REGTOPK_ASSIGN_OR_RETURN(c.last_push_digests, f.U64s("last_push_digests"));
   REGTOPK_ASSIGN_OR_RETURN(uint64_t has_last, f.U64("has_last_result"));
   const uint32_t n = c.job.num_workers;
   if (c.params.size() != c.dim || c.num_samples.size() != n || c.weights.size() != n ||
-      c.last_push_digests.size() != n || (!c.momentum.empty() && c.momentum.size() != c.dim)) {
+      c.last_push_digests.size() != n || c.optimizer_state.size() != c.job.optimizer.StateSlots() * c.dim) {
     return absl::DataLossError(absl::StrCat("checkpoint '", f.path(), "': sections disagree on sizes"));
   }
   if (has_last) {
@@ -72,7 +72,7 @@ absl::Status CheckpointStore::WritePending(const ServerCheckpoint& c) {
   REGTOPK_RETURN_IF_ERROR(w->AddU64s("num_samples", c.num_samples));
   REGTOPK_RETURN_IF_ERROR(w->AddFloats("weights", c.weights));
   REGTOPK_RETURN_IF_ERROR(w->AddFloats("params", c.params));
-  REGTOPK_RETURN_IF_ERROR(w->AddFloats("momentum", c.momentum));
+  REGTOPK_RETURN_IF_ERROR(w->AddFloats("optimizer_state", c.optimizer_state));
   REGTOPK_RETURN_IF_ERROR(w->AddU64s("last_push_digests", c.last_push_digests));
   REGTOPK_RETURN_IF_ERROR(w->AddU64("has_last_result", c.last_result != nullptr));
   if (c.last_result) {

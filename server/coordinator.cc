@@ -68,8 +68,8 @@ Coordinator::Coordinator(CoordinatorOptions options, std::shared_ptr<ServerCheck
     num_samples_ = r->num_samples;
     weights_ = r->weights;
     params_ = std::move(r->params);
-    sgd_ = std::make_unique<Sgd>(options_.job.sgd, dim_);
-    (void)sgd_->SetMomentum(r->momentum);  // sizes checked when the checkpoint was read
+    optimizer_ = std::make_unique<Optimizer>(options_.job.optimizer, dim_);
+    (void)optimizer_->SetState(r->optimizer_state);  // sizes checked when the checkpoint was read
     machine_.Reset(r->round, r->last_result, r->last_push_digests);
     has_committed_ = true;
     committed_round_ = r->round;
@@ -136,11 +136,25 @@ absl::StatusOr<JoinResult> Coordinator::Join(uint32_t worker_id, uint64_t num_sa
     if (dim_ == 0) {
       dim_ = dim;
       layout_digest_ = layout_digest;
-      sgd_ = std::make_unique<Sgd>(options_.job.sgd, dim);
+      optimizer_ = std::make_unique<Optimizer>(options_.job.optimizer, dim);
     } else if (dim != dim_ || layout_digest != layout_digest_) {
       return absl::FailedPreconditionError(absl::StrCat(
           "worker ", worker_id, "'s model layout (dimension ", dim, ", digest ", layout_digest,
           ") differs from the job's (dimension ", dim_, ", digest ", layout_digest_, ")"));
+    }
+    if (identity.partition_digest != 0) {
+      // The first worker that reports its data split fixes it; the others must have computed
+      // the same one (same data, partition and seed, on any standard library).
+      if (partition_digest_ == 0) {
+        partition_digest_ = identity.partition_digest;
+        partition_worker_ = worker_id;
+      } else if (partition_digest_ != identity.partition_digest) {
+        return absl::FailedPreconditionError(absl::StrFormat(
+            "worker %d split the training data differently from worker %d (partition digest "
+            "%016x, expected %016x): the workers must load the same data with the same "
+            "--partition",
+            worker_id, partition_worker_, identity.partition_digest, partition_digest_));
+      }
     }
     if (num_samples_[worker_id] != 0 && num_samples_[worker_id] != num_samples &&
         WeightsKnownLocked() && options_.job.weighting == Weighting::kSamples) {
@@ -227,7 +241,7 @@ absl::Status Coordinator::RollBack(uint64_t round, uint32_t restarted_worker) {
     if (machine_.round() <= round) return absl::OkStatus();  // another join rolled back already
     from = machine_.round();
     params_ = std::move(c.params);
-    REGTOPK_RETURN_IF_ERROR(sgd_->SetMomentum(c.momentum));
+    REGTOPK_RETURN_IF_ERROR(optimizer_->SetState(c.optimizer_state));
     aborted = machine_.Reset(round, c.last_result, c.last_push_digests);
     if (to_commit_ && *to_commit_ > round) to_commit_.reset();  // of the abandoned timeline
     if (ServerMetrics* m = options_.metrics) {
@@ -267,7 +281,7 @@ absl::Status Coordinator::UploadParameters(uint32_t worker_id, std::vector<float
   return absl::OkStatus();
 }
 
-absl::StatusOr<ParameterSnapshot> Coordinator::GetParameters(bool include_momentum) {
+absl::StatusOr<ParameterSnapshot> Coordinator::GetParameters(bool include_optimizer_state) {
   ParameterSnapshot s;
   {
     // The optimizer step and the round's advance happen in one critical section, so the
@@ -277,9 +291,9 @@ absl::StatusOr<ParameterSnapshot> Coordinator::GetParameters(bool include_moment
       return absl::FailedPreconditionError("no parameters yet: waiting for the first upload");
     }
     s.values = params_;
-    if (include_momentum) {
-      absl::Span<const float> m = sgd_->momentum();
-      s.momentum.assign(m.begin(), m.end());
+    if (include_optimizer_state) {
+      absl::Span<const float> m = optimizer_->state();
+      s.optimizer_state.assign(m.begin(), m.end());
     }
     s.round = machine_.round();
   }
@@ -403,8 +417,8 @@ std::shared_ptr<ServerCheckpoint> Coordinator::SnapshotLocked() const {
   c->num_samples = num_samples_;
   c->weights = weights_;
   c->params = params_;
-  absl::Span<const float> m = sgd_->momentum();
-  c->momentum.assign(m.begin(), m.end());
+  absl::Span<const float> m = optimizer_->state();
+  c->optimizer_state.assign(m.begin(), m.end());
   c->last_result = machine_.last_result();
   c->last_push_digests = machine_.last_push_digests();
   return c;
@@ -564,7 +578,7 @@ void Coordinator::CloserLoop() {
       // The step and the round's advance in one critical section: a pull never sees stepped
       // parameters labelled with the old round.
       absl::MutexLock lock(&mu_);
-      sgd_->Step(absl::MakeSpan(params_), aggregate);
+      optimizer_->Step(absl::MakeSpan(params_), aggregate, round);
       if (every != 0 && (round + 1) % every == 0) {
         result->has_digest = true;
         result->digest = DigestFloats(params_);
@@ -682,7 +696,7 @@ void Coordinator::Shutdown() {
       // The checkpoint being written is finished; then the current state is written as a
       // final pending checkpoint (committed only if the workers saved the same round).
       absl::MutexLock lock(&mu_);
-      if (to_write_ == nullptr && !params_.empty() && sgd_ &&
+      if (to_write_ == nullptr && !params_.empty() && optimizer_ &&
           (!last_written_ || *last_written_ != machine_.round()) &&
           (!has_committed_ || committed_round_ != machine_.round())) {
         to_write_ = SnapshotLocked();

@@ -25,7 +25,7 @@
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "common/job_config.h"
-#include "common/optim/sgd.h"
+#include "common/optim/optimizer.h"
 #include "common/sparse/sparse_vector.h"
 #include "server/checkpoint.h"
 #include "server/round.h"
@@ -70,7 +70,7 @@ struct JoinResult {
 
 struct ParameterSnapshot {
   std::vector<float> values;
-  std::vector<float> momentum;  // only when asked for, and only with momentum
+  std::vector<float> optimizer_state;  // when asked for; Optimizer::state()
   uint64_t round = 0;           // the round these parameters are the state before
   uint64_t digest = 0;
 };
@@ -115,9 +115,9 @@ class Coordinator {
   // already present. INVALID_ARGUMENT: wrong length or a non-finite value.
   absl::Status UploadParameters(uint32_t worker_id, std::vector<float> values);
 
-  // A copy of the current parameters (and the momentum buffer if asked), labelled with the
+  // A copy of the current parameters (and the optimizer state if asked), labelled with the
   // round they are the state before. FAILED_PRECONDITION (retryable) before any upload.
-  absl::StatusOr<ParameterSnapshot> GetParameters(bool include_momentum = false);
+  absl::StatusOr<ParameterSnapshot> GetParameters(bool include_optimizer_state = false);
 
   // Accepts worker `worker_id`'s encoded sparse gradient for `round`; `saved_state_round` is
   // the round the worker saved its state before (0 = none). Returns the rejection (nothing
@@ -182,12 +182,14 @@ class Coordinator {
   absl::Status job_status_ ABSL_GUARDED_BY(mu_);
   uint64_t dim_ ABSL_GUARDED_BY(mu_) = 0;  // 0 until the first join
   uint64_t layout_digest_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t partition_digest_ ABSL_GUARDED_BY(mu_) = 0;  // 0 = no worker reported one yet
+  uint32_t partition_worker_ ABSL_GUARDED_BY(mu_) = 0;  // the one that did first
   std::vector<bool> joined_ ABSL_GUARDED_BY(mu_);
   std::vector<uint64_t> sessions_ ABSL_GUARDED_BY(mu_);  // 0 = none yet
   std::vector<uint64_t> num_samples_ ABSL_GUARDED_BY(mu_);
   std::vector<float> weights_ ABSL_GUARDED_BY(mu_);  // empty until known
   std::vector<float> params_ ABSL_GUARDED_BY(mu_);   // empty until uploaded
-  std::unique_ptr<Sgd> sgd_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<Optimizer> optimizer_ ABSL_GUARDED_BY(mu_);
   RoundMachine machine_ ABSL_GUARDED_BY(mu_);
   uint64_t rejected_pushes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t cancelled_pushes_ ABSL_GUARDED_BY(mu_) = 0;

@@ -34,8 +34,21 @@ ABSL_FLAG(int, workers, 1, "number of workers in the job (worker ids 0..workers-
 ABSL_FLAG(std::string, algorithm, "regtopk", "dense, topk, randk or regtopk");
 ABSL_FLAG(double, density, 0.01, "fraction of entries each worker sends per round, in (0, 1]");
 ABSL_FLAG(double, mu, 1.0, "RegTop-k's mu (> 0)");
-ABSL_FLAG(double, lr, 0.01, "learning rate (> 0)");
+ABSL_FLAG(std::string, optimizer, "sgd", "sgd, adam or adamw (PyTorch's semantics)");
+ABSL_FLAG(double, lr, 0.01, "learning rate (> 0); the peak of the schedule");
 ABSL_FLAG(double, momentum, 0.0, "SGD momentum in [0, 1)");
+ABSL_FLAG(double, beta1, 0.9, "Adam/AdamW beta1 in [0, 1)");
+ABSL_FLAG(double, beta2, 0.999, "Adam/AdamW beta2 in [0, 1)");
+ABSL_FLAG(double, eps, 1e-8, "Adam/AdamW eps (> 0)");
+ABSL_FLAG(std::string, lr_schedule, "constant",
+          "after the warm-up: constant, step (times --lr-step-gamma every --lr-step-rounds) or "
+          "cosine (to --min-lr over --lr-decay-rounds)");
+ABSL_FLAG(uint64_t, warmup_rounds, 0, "linear learning-rate warm-up over the first N rounds");
+ABSL_FLAG(uint64_t, lr_step_rounds, 0, "step schedule: rounds between steps");
+ABSL_FLAG(double, lr_step_gamma, 0.1, "step schedule: factor per step, in (0, 1]");
+ABSL_FLAG(uint64_t, lr_decay_rounds, 0,
+          "cosine schedule: rounds of decay after the warm-up; 0 = to the end of the job");
+ABSL_FLAG(double, min_lr, 0.0, "cosine schedule: the final learning rate");
 ABSL_FLAG(bool, nesterov, false, "Nesterov momentum (needs --momentum > 0)");
 ABSL_FLAG(double, weight_decay, 0.0, "L2 weight decay (>= 0)");
 ABSL_FLAG(std::string, weighting, "uniform",
@@ -77,10 +90,25 @@ JobConfig JobFromFlags() {
   job.algorithm = *algorithm;
   job.density = absl::GetFlag(FLAGS_density);
   job.mu = absl::GetFlag(FLAGS_mu);
-  job.sgd.lr = static_cast<float>(absl::GetFlag(FLAGS_lr));
-  job.sgd.momentum = static_cast<float>(absl::GetFlag(FLAGS_momentum));
-  job.sgd.nesterov = absl::GetFlag(FLAGS_nesterov);
-  job.sgd.weight_decay = static_cast<float>(absl::GetFlag(FLAGS_weight_decay));
+  job.optimizer.lr = static_cast<float>(absl::GetFlag(FLAGS_lr));
+  job.optimizer.momentum = static_cast<float>(absl::GetFlag(FLAGS_momentum));
+  job.optimizer.nesterov = absl::GetFlag(FLAGS_nesterov);
+  job.optimizer.weight_decay = static_cast<float>(absl::GetFlag(FLAGS_weight_decay));
+  auto kind = ParseOptimizerKind(absl::GetFlag(FLAGS_optimizer));
+  if (!kind.ok()) FlagErrorExit(kProgram, absl::StrCat("--optimizer: ", kind.status().message()));
+  job.optimizer.kind = *kind;
+  job.optimizer.beta1 = static_cast<float>(absl::GetFlag(FLAGS_beta1));
+  job.optimizer.beta2 = static_cast<float>(absl::GetFlag(FLAGS_beta2));
+  job.optimizer.eps = static_cast<float>(absl::GetFlag(FLAGS_eps));
+  auto schedule = ParseLrSchedule(absl::GetFlag(FLAGS_lr_schedule));
+  if (!schedule.ok())
+    FlagErrorExit(kProgram, absl::StrCat("--lr-schedule: ", schedule.status().message()));
+  job.optimizer.schedule = *schedule;
+  job.optimizer.warmup_rounds = absl::GetFlag(FLAGS_warmup_rounds);
+  job.optimizer.step_rounds = absl::GetFlag(FLAGS_lr_step_rounds);
+  job.optimizer.step_gamma = static_cast<float>(absl::GetFlag(FLAGS_lr_step_gamma));
+  job.optimizer.decay_rounds = absl::GetFlag(FLAGS_lr_decay_rounds);
+  job.optimizer.min_lr = static_cast<float>(absl::GetFlag(FLAGS_min_lr));
   const int workers = absl::GetFlag(FLAGS_workers);
   if (workers < 1) FlagErrorExit(kProgram, absl::StrCat("--workers must be >= 1, got ", workers));
   job.num_workers = static_cast<uint32_t>(workers);
@@ -94,6 +122,10 @@ JobConfig JobFromFlags() {
                   absl::StrCat("--weighting must be uniform or samples, got '", weighting, "'"));
   }
   job.total_rounds = absl::GetFlag(FLAGS_rounds);
+  if (job.optimizer.schedule == LrSchedule::kCosine && job.optimizer.decay_rounds == 0 &&
+      job.total_rounds > job.optimizer.warmup_rounds) {
+    job.optimizer.decay_rounds = job.total_rounds - job.optimizer.warmup_rounds;
+  }
   job.digest_every = absl::GetFlag(FLAGS_digest_every);
   job.seed = absl::GetFlag(FLAGS_seed);
   job.round_timeout_seconds = absl::GetFlag(FLAGS_round_timeout_seconds);
@@ -114,10 +146,22 @@ void CheckFlagsAgreeWith(const JobConfig& stored, const JobConfig& flags, uint64
       {"algorithm", std::string(AlgorithmName(stored.algorithm)), std::string(AlgorithmName(flags.algorithm))},
       {"density", absl::StrCat(stored.density), absl::StrCat(flags.density)},
       {"mu", absl::StrCat(stored.mu), absl::StrCat(flags.mu)},
-      {"lr", absl::StrCat(stored.sgd.lr), absl::StrCat(flags.sgd.lr)},
-      {"momentum", absl::StrCat(stored.sgd.momentum), absl::StrCat(flags.sgd.momentum)},
-      {"nesterov", absl::StrCat(stored.sgd.nesterov), absl::StrCat(flags.sgd.nesterov)},
-      {"weight_decay", absl::StrCat(stored.sgd.weight_decay), absl::StrCat(flags.sgd.weight_decay)},
+      {"lr", absl::StrCat(stored.optimizer.lr), absl::StrCat(flags.optimizer.lr)},
+      {"momentum", absl::StrCat(stored.optimizer.momentum), absl::StrCat(flags.optimizer.momentum)},
+      {"nesterov", absl::StrCat(stored.optimizer.nesterov), absl::StrCat(flags.optimizer.nesterov)},
+      {"weight_decay", absl::StrCat(stored.optimizer.weight_decay), absl::StrCat(flags.optimizer.weight_decay)},
+      {"optimizer", std::string(OptimizerKindName(stored.optimizer.kind)),
+       std::string(OptimizerKindName(flags.optimizer.kind))},
+      {"beta1", absl::StrCat(stored.optimizer.beta1), absl::StrCat(flags.optimizer.beta1)},
+      {"beta2", absl::StrCat(stored.optimizer.beta2), absl::StrCat(flags.optimizer.beta2)},
+      {"eps", absl::StrCat(stored.optimizer.eps), absl::StrCat(flags.optimizer.eps)},
+      {"lr_schedule", std::string(LrScheduleName(stored.optimizer.schedule)),
+       std::string(LrScheduleName(flags.optimizer.schedule))},
+      {"warmup_rounds", absl::StrCat(stored.optimizer.warmup_rounds), absl::StrCat(flags.optimizer.warmup_rounds)},
+      {"lr_step_rounds", absl::StrCat(stored.optimizer.step_rounds), absl::StrCat(flags.optimizer.step_rounds)},
+      {"lr_step_gamma", absl::StrCat(stored.optimizer.step_gamma), absl::StrCat(flags.optimizer.step_gamma)},
+      {"lr_decay_rounds", absl::StrCat(stored.optimizer.decay_rounds), absl::StrCat(flags.optimizer.decay_rounds)},
+      {"min_lr", absl::StrCat(stored.optimizer.min_lr), absl::StrCat(flags.optimizer.min_lr)},
       {"workers", absl::StrCat(stored.num_workers), absl::StrCat(flags.num_workers)},
       {"weighting", stored.weighting == Weighting::kSamples ? "samples" : "uniform",
        flags.weighting == Weighting::kSamples ? "samples" : "uniform"},

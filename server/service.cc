@@ -80,6 +80,7 @@ grpc::ServerUnaryReactor* ParameterServerService::Join(grpc::CallbackServerConte
   identity.session_id = request->session_id();
   identity.state_rounds.assign(request->state_rounds().begin(), request->state_rounds().end());
   identity.fresh_state = request->fresh_state();
+  identity.partition_digest = request->partition_digest();
   // Runs in the reaction: a join only blocks when it rolls the job back (reading a checkpoint),
   // which happens once per worker restart.
   auto result = coordinator_->Join(request->worker_id(), request->num_samples(), request->dim(),
@@ -191,9 +192,9 @@ grpc::ServerReadReactor<v1::ParameterChunk>* ParameterServerService::UploadParam
 // Streams a snapshot of the parameters in chunks, one write in flight at a time.
 class PullReactor final : public Handler<grpc::ServerWriteReactor<v1::ParameterChunk>> {
  public:
-  PullReactor(ParameterServerService* service, uint32_t worker_id, bool include_momentum)
+  PullReactor(ParameterServerService* service, uint32_t worker_id, bool include_optimizer_state)
       : service_(service) {
-    auto snapshot = service_->coordinator_->GetParameters(include_momentum);
+    auto snapshot = service_->coordinator_->GetParameters(include_optimizer_state);
     if (!snapshot.ok()) {
       Done(ToGrpcStatus(snapshot.status()));
       return;
@@ -206,11 +207,11 @@ class PullReactor final : public Handler<grpc::ServerWriteReactor<v1::ParameterC
   void OnWriteDone(bool ok) override {
     if (!ok) return Done(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
     if (offset_ == Current().size()) {
-      // The parameters, then the momentum buffer when it was asked for and exists.
-      if (section_ == v1::ParameterChunk::MOMENTUM || snapshot_.momentum.empty()) {
+      // The parameters, then the optimizer state when it was asked for and exists.
+      if (section_ == v1::ParameterChunk::OPTIMIZER_STATE || snapshot_.optimizer_state.empty()) {
         return Done(grpc::Status::OK);
       }
-      section_ = v1::ParameterChunk::MOMENTUM;
+      section_ = v1::ParameterChunk::OPTIMIZER_STATE;
       offset_ = 0;
     }
     WriteNext();
@@ -218,7 +219,7 @@ class PullReactor final : public Handler<grpc::ServerWriteReactor<v1::ParameterC
 
  private:
   const std::vector<float>& Current() const {
-    return section_ == v1::ParameterChunk::MOMENTUM ? snapshot_.momentum : snapshot_.values;
+    return section_ == v1::ParameterChunk::OPTIMIZER_STATE ? snapshot_.optimizer_state : snapshot_.values;
   }
   void WriteNext() {
     const std::vector<float>& buffer = Current();
@@ -226,6 +227,7 @@ class PullReactor final : public Handler<grpc::ServerWriteReactor<v1::ParameterC
     const size_t n = std::min(kChunkBytes / 4, dim - offset_);
     chunk_.set_dim(snapshot_.values.size());
     chunk_.set_section(section_);
+    chunk_.set_section_size(dim);
     chunk_.set_offset(offset_);
     chunk_.set_round(snapshot_.round);
     chunk_.set_values(reinterpret_cast<const char*>(buffer.data() + offset_), 4 * n);

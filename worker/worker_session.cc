@@ -67,6 +67,7 @@ absl::StatusOr<JoinReply> WorkerSession::JoinWithRetry(ServerClient* client,
   identity.state_rounds = SavedStateRounds(options.state_dir);
   // The server uses the saved state when it holds the right round; fresh state only otherwise.
   identity.fresh_state = options.allow_fresh_state;
+  identity.partition_digest = options.partition_digest;
   const absl::Time start = absl::Now();
   absl::Time next_log = start + absl::Seconds(10);
   absl::Duration backoff = absl::Milliseconds(100);
@@ -147,7 +148,7 @@ absl::StatusOr<std::unique_ptr<WorkerSession>> WorkerSession::Start(
   REGTOPK_ASSIGN_OR_RETURN(PulledParameters pulled,
                            RetryWhileNotReady<PulledParameters>(
                                [&] {
-                                 // Before round 0 the momentum is zero: no need to pull it.
+                                 // Before round 0 the optimizer state is zero: no need to pull it.
                                  return client->PullParameters(options.worker_id, join.round > 0);
                                },
                                deadline, "the initial parameters"));
@@ -156,7 +157,7 @@ absl::StatusOr<std::unique_ptr<WorkerSession>> WorkerSession::Start(
         absl::StrCat("pulled ", pulled.values.size(), " parameters, expected ", dim));
   }
   session->params_ = std::move(pulled.values);
-  if (!pulled.momentum.empty()) REGTOPK_RETURN_IF_ERROR(session->sgd_.SetMomentum(pulled.momentum));
+  if (!pulled.optimizer_state.empty()) REGTOPK_RETURN_IF_ERROR(session->optimizer_.SetState(pulled.optimizer_state));
   session->round_ = pulled.round;
   if (pulled.round > 0) {
     session->resumed_ = true;
@@ -175,7 +176,7 @@ WorkerSession::WorkerSession(ServerClient* client, const WorkerSessionOptions& o
       config_(std::move(config)),
       weight_(weight),
       sparsifier_(std::move(sparsifier)),
-      sgd_(config_.sgd, sparsifier_->dim()),
+      optimizer_(config_.optimizer, sparsifier_->dim()),
       params_(std::move(params)),
       round_(round) {}
 
@@ -188,8 +189,8 @@ absl::Status WorkerSession::SaveState() {
   s.round = round_;
   s.worker_id = options_.worker_id;
   s.params = params_;
-  absl::Span<const float> m = sgd_.momentum();
-  s.momentum.assign(m.begin(), m.end());
+  absl::Span<const float> m = optimizer_.state();
+  s.optimizer_state.assign(m.begin(), m.end());
   s.sparsifier = sparsifier_->ExportState();
   REGTOPK_RETURN_IF_ERROR(SaveWorkerState(options_.state_dir, s));
   saved_round_ = round_;
@@ -206,7 +207,7 @@ absl::Status WorkerSession::RestoreState(uint64_t round, uint64_t params_digest)
         "to another job or run"));
   }
   REGTOPK_RETURN_IF_ERROR(sparsifier_->ImportState(s.sparsifier));
-  REGTOPK_RETURN_IF_ERROR(sgd_.SetMomentum(s.momentum));
+  REGTOPK_RETURN_IF_ERROR(optimizer_.SetState(s.optimizer_state));
   params_ = std::move(s.params);
   round_ = round;
   saved_round_ = round;  // the file on disk is this very state
@@ -218,7 +219,7 @@ absl::Status WorkerSession::PullReplica() {
   if (pulled.values.size() != dim()) {
     return absl::DataLossError("re-pulled parameters have the wrong length");
   }
-  REGTOPK_RETURN_IF_ERROR(sgd_.SetMomentum(pulled.momentum));
+  REGTOPK_RETURN_IF_ERROR(optimizer_.SetState(pulled.optimizer_state));
   params_ = std::move(pulled.values);
   round_ = pulled.round;
   return absl::OkStatus();
@@ -285,11 +286,11 @@ absl::StatusOr<StepStats> WorkerSession::Step(absl::Span<const float> gradient) 
                                             decoded.message()));
   }
   stats.aggregate_nnz = aggregate_.nnz();
-  sgd_.Step(absl::MakeSpan(params_), aggregate_);
+  optimizer_.Step(absl::MakeSpan(params_), aggregate_, round_);
   REGTOPK_RETURN_IF_ERROR(sparsifier_->ObserveAggregate(aggregate_));
   ++round_;
   if (reply.has_digest && DigestFloats(params_) != reply.digest) {
-    // Drifted (e.g. a missed or corrupted round): take the server's parameters and momentum.
+    // Drifted (e.g. a missed or corrupted round): take the server's parameters and optimizer state.
     REGTOPK_RETURN_IF_ERROR(PullReplica());
     ++resyncs_;
     stats.resynced = true;

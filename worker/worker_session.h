@@ -22,7 +22,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "common/job_config.h"
-#include "common/optim/sgd.h"
+#include "common/optim/optimizer.h"
 #include "common/sparse/sparsifier.h"
 #include "client/server_client.h"
 
@@ -32,6 +32,8 @@ struct WorkerSessionOptions {
   uint32_t worker_id = 0;
   uint64_t num_samples = 1;    // >= 1; the weight when the job weights by samples
   uint64_t layout_digest = 0;  // digest of the model's tensor names and shapes
+  // Digest of the whole data split (JoinIdentity::partition_digest); 0 = not applicable.
+  uint64_t partition_digest = 0;
   // How long Start waits for the other workers to join (sample weighting) or for the first
   // worker's parameter upload.
   absl::Duration start_timeout = absl::Minutes(5);
@@ -115,7 +117,7 @@ class WorkerSession {
   const JobConfig config_;
   const float weight_;
   std::unique_ptr<Sparsifier> sparsifier_;
-  Sgd sgd_;
+  Optimizer optimizer_;
   std::vector<float> params_;
   uint64_t round_;
   uint64_t resyncs_ = 0;

@@ -20,7 +20,7 @@ absl::Status SaveWorkerState(const std::string& dir, const WorkerState& s) {
   REGTOPK_RETURN_IF_ERROR(w->AddU64("round", s.round));
   REGTOPK_RETURN_IF_ERROR(w->AddU64("worker_id", s.worker_id));
   REGTOPK_RETURN_IF_ERROR(w->AddFloats("params", s.params));
-  REGTOPK_RETURN_IF_ERROR(w->AddFloats("momentum", s.momentum));
+  REGTOPK_RETURN_IF_ERROR(w->AddFloats("optimizer_state", s.optimizer_state));
   const SparsifierState& sp = s.sparsifier;
   REGTOPK_RETURN_IF_ERROR(w->AddFloats("error", sp.error));
   REGTOPK_RETURN_IF_ERROR(w->AddU32s("prev_indices", sp.prev_indices));
@@ -40,7 +40,7 @@ absl::StatusOr<WorkerState> LoadWorkerState(const std::string& dir, uint64_t rou
   REGTOPK_ASSIGN_OR_RETURN(uint64_t id, f.U64("worker_id"));
   s.worker_id = static_cast<uint32_t>(id);
   REGTOPK_ASSIGN_OR_RETURN(s.params, f.Floats("params"));
-  REGTOPK_ASSIGN_OR_RETURN(s.momentum, f.Floats("momentum"));
+  REGTOPK_ASSIGN_OR_RETURN(s.optimizer_state, f.Floats("optimizer_state"));
   SparsifierState& sp = s.sparsifier;
   REGTOPK_ASSIGN_OR_RETURN(sp.error, f.Floats("error"));
   REGTOPK_ASSIGN_OR_RETURN(sp.prev_indices, f.U32s("prev_indices"));

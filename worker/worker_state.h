@@ -19,7 +19,7 @@ struct WorkerState {
   uint64_t round = 0;  // the state before this round
   uint32_t worker_id = 0;
   std::vector<float> params;
-  std::vector<float> momentum;  // empty without momentum
+  std::vector<float> optimizer_state;  // Optimizer::state(): empty for plain SGD
   SparsifierState sparsifier;
 };
 

@@ -59,7 +59,7 @@ int Main() {
   options.density = or_default(absl::GetFlag(FLAGS_density), toy ? 0.5 : 0.6);
   options.mu = or_default(absl::GetFlag(FLAGS_mu), toy ? 1.0 : 4.0);
   options.rounds = static_cast<int>(or_default(absl::GetFlag(FLAGS_rounds), toy ? 150 : 2500));
-  options.sgd.lr = static_cast<float>(or_default(absl::GetFlag(FLAGS_lr), toy ? 0.9 : 0.01));
+  options.optimizer.lr = static_cast<float>(or_default(absl::GetFlag(FLAGS_lr), toy ? 0.9 : 0.01));
   options.seed = absl::GetFlag(FLAGS_seed);
   options.step_guard = absl::GetFlag(FLAGS_step_guard);
   if (!(options.step_guard >= 0)) return Fail("--step-guard must be >= 0");
@@ -73,7 +73,7 @@ int Main() {
     if (!s.ok()) return Fail(absl::StrCat("--", s.message()));
   }
   if (options.rounds < 0) return Fail(absl::StrCat("--rounds must be >= 0"));
-  if (absl::Status s = options.sgd.Validate(); !s.ok()) return Fail(std::string(s.message()));
+  if (absl::Status s = options.optimizer.Validate(); !s.ok()) return Fail(std::string(s.message()));
 
   std::unique_ptr<Problem> problem;
   if (toy) {

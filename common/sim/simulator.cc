@@ -22,7 +22,7 @@ absl::StatusOr<std::vector<RoundRecord>> RunSimulation(
   if (options.rounds < 0) {
     return absl::InvalidArgumentError(absl::StrCat("rounds must be >= 0, got ", options.rounds));
   }
-  REGTOPK_RETURN_IF_ERROR(options.sgd.Validate());
+  REGTOPK_RETURN_IF_ERROR(options.optimizer.Validate());
   const int n_workers = problem.workers();
   const size_t d = problem.dim();
 
@@ -49,7 +49,7 @@ absl::StatusOr<std::vector<RoundRecord>> RunSimulation(
   }
 
   std::vector<float> theta = problem.InitialTheta();
-  Sgd sgd(options.sgd, d);
+  Optimizer sgd(options.optimizer, d);
   std::vector<float> grad(d);
   std::vector<SparseVector> sent(n_workers);
   std::vector<SparseView> views(n_workers);
@@ -74,7 +74,7 @@ absl::StatusOr<std::vector<RoundRecord>> RunSimulation(
     for (float v : aggregate.values) squared_norm += static_cast<double>(v) * v;
     const bool skipped = StepGuardRejects(options.step_guard, squared_norm, last_applied);
     if (!skipped) {
-      sgd.Step(absl::MakeSpan(theta), aggregate);
+      sgd.Step(absl::MakeSpan(theta), aggregate, round - 1);
       last_applied = squared_norm;
     }
     for (int n = 0; n < n_workers; ++n) {
@@ -91,7 +91,7 @@ template <typename T>
 absl::StatusOr<std::vector<RoundRecord>> RunReferenceSimulation(const Problem& problem,
                                                                 const SimulationOptions& options) {
   if (options.algorithm == Algorithm::kRandK || options.weight_by_samples ||
-      !options.sgd.IsSparseFriendly()) {
+      !options.optimizer.IsSparseFriendly()) {
     return absl::InvalidArgumentError(
         "the reference simulation supports dense, topk and regtopk with uniform weights and "
         "plain SGD");
@@ -103,7 +103,7 @@ absl::StatusOr<std::vector<RoundRecord>> RunReferenceSimulation(const Problem& p
   const size_t k = EntriesPerRound(options.algorithm, options.density, d);
   const T w = T(1) / static_cast<T>(n_workers);
   const T mu = static_cast<T>(options.mu);
-  const T lr = static_cast<T>(options.sgd.lr);
+  const T lr = static_cast<T>(options.optimizer.lr);
   const T no_evidence = static_cast<T>(std::tanh(std::fabs(1.0 + kRegTopKQ) / options.mu));
 
   std::vector<T> theta(d);

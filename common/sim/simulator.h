@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "common/optim/sgd.h"
+#include "common/optim/optimizer.h"
 #include "common/sim/problem.h"
 #include "common/sparse/sparsifier.h"
 
@@ -24,7 +24,7 @@ struct SimulationOptions {
   double density = 0.5;
   double mu = 1.0;
   int rounds = 150;
-  SgdOptions sgd;
+  OptimizerOptions optimizer;
   // Seeds every worker's sparsifier (worker n gets seed + n).
   uint64_t seed = 1;
   // Aggregation weights proportional to local sample counts instead of 1/N.

@@ -37,7 +37,7 @@ Result Run(size_t dim, uint32_t every, int rounds, const std::string& dir) {
   o.job.num_workers = 2;
   o.job.algorithm = Algorithm::kTopK;
   o.job.density = 0.001;
-  o.job.sgd.momentum = 0.9f;
+  o.job.optimizer.momentum = 0.9f;
   o.job.digest_every = 0;
   o.metrics = &metrics;
   if (every > 0) {

@@ -25,7 +25,7 @@ inline CoordinatorOptions Options(uint32_t workers, Algorithm algorithm, double 
   o.job.algorithm = algorithm;
   o.job.density = density;
   o.job.mu = 2.0;
-  o.job.sgd.lr = 0.1f;
+  o.job.optimizer.lr = 0.1f;
   o.job.digest_every = 3;
   return o;
 }

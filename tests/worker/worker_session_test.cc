@@ -58,9 +58,17 @@ SessionRun RunSessions(const std::vector<ServerClient*>& clients, const std::vec
 TEST(WorkerSession, ReplicasEqualTheServerAfterRounds) {
   const size_t dim = 20000;
   for (Algorithm algorithm : {Algorithm::kRegTopK, Algorithm::kRandK, Algorithm::kDense}) {
+   for (OptimizerKind kind : {OptimizerKind::kSgd, OptimizerKind::kAdam, OptimizerKind::kAdamW}) {
     CoordinatorOptions o = Options(3, algorithm, 0.01);
-    o.job.sgd.momentum = 0.9f;  // exercises the dense optimizer path on both sides
-    o.job.sgd.weight_decay = 1e-3f;
+    o.job.optimizer.kind = kind;
+    if (kind == OptimizerKind::kSgd) {
+      o.job.optimizer.momentum = 0.9f;  // exercises the dense optimizer path on both sides
+    } else {
+      o.job.optimizer.schedule = LrSchedule::kCosine;  // and a schedule that changes every round
+      o.job.optimizer.warmup_rounds = 2;
+      o.job.optimizer.decay_rounds = 5;
+    }
+    o.job.optimizer.weight_decay = 1e-3f;
     o.job.total_rounds = 7;
     TestServer server(o);
     std::mt19937 init_rng(9);
@@ -81,10 +89,11 @@ TEST(WorkerSession, ReplicasEqualTheServerAfterRounds) {
     for (uint32_t w = 0; w < 3; ++w) {
       ASSERT_EQ(sessions[w]->parameters().size(), dim);
       EXPECT_EQ(std::memcmp(sessions[w]->parameters().data(), pulled->values.data(), 4 * dim), 0)
-          << AlgorithmName(algorithm) << " worker " << w;
+          << AlgorithmName(algorithm) << " " << OptimizerKindName(kind) << " worker " << w;
       EXPECT_EQ(sessions[w]->resyncs(), 0u);
     }
     EXPECT_NE(std::memcmp(init.data(), pulled->values.data(), 4 * dim), 0);
+   }
   }
 }
 
@@ -100,7 +109,9 @@ class CorruptingClient final : public ForwardingClient {
     if (reply.ok() && round == corrupt_round_) {
       SparseVector agg;
       EXPECT_TRUE(DecodeSparse(reply->encoded, dim_, dim_, &agg).ok());
-      agg.values[0] += 1.0f;
+      // Large and of the other sign: Adam's normalised step would absorb a small error into
+      // its state without moving the parameter by a single ulp (the digest covers parameters).
+      agg.values[0] = -1000.0f * (agg.values[0] + 1.0f);
       EncodeSparseSmallest(agg, dim_, &reply->encoded);
     }
     return reply;
@@ -138,9 +149,11 @@ TEST(WorkerSession, DriftedReplicaIsDetectedByTheDigestAndRepulled) {
 // With momentum the corrupted round also poisons the momentum buffer; the digest's repair pulls
 // it with the parameters, so the replica is right from then on (one resync, not one per digest).
 TEST(WorkerSession, DigestRepairPullsTheMomentumBufferToo) {
+ for (OptimizerKind kind : {OptimizerKind::kSgd, OptimizerKind::kAdam}) {
   const size_t dim = 5000;
   CoordinatorOptions o = Options(2, Algorithm::kTopK, 0.01);
-  o.job.sgd.momentum = 0.9f;
+  o.job.optimizer.kind = kind;
+  if (kind == OptimizerKind::kSgd) o.job.optimizer.momentum = 0.9f;  // Adam: 2d floats of state
   o.job.digest_every = 3;  // digests after rounds 2, 5, 8
   o.job.total_rounds = 9;
   TestServer server(o);
@@ -155,8 +168,10 @@ TEST(WorkerSession, DigestRepairPullsTheMomentumBufferToo) {
   auto pulled = honest->PullParameters(0);
   ASSERT_TRUE(pulled.ok());
   for (auto& s : run.sessions) {
-    EXPECT_EQ(std::memcmp(s->parameters().data(), pulled->values.data(), 4 * dim), 0);
+    EXPECT_EQ(std::memcmp(s->parameters().data(), pulled->values.data(), 4 * dim), 0)
+        << OptimizerKindName(kind);
   }
+ }
 }
 
 // Pulls taken while rounds close must carry the round their parameters belong to: every
@@ -165,7 +180,7 @@ TEST(WorkerSession, DigestRepairPullsTheMomentumBufferToo) {
 TEST(WorkerSession, APulledSnapshotIsLabelledWithItsRound) {
   const size_t dim = 200000;
   CoordinatorOptions o = Options(2, Algorithm::kTopK, 0.01);
-  o.job.sgd.momentum = 0.9f;  // a dense step: long enough for a pull to land inside it
+  o.job.optimizer.momentum = 0.9f;  // a dense step: long enough for a pull to land inside it
   o.job.digest_every = 1;
   o.job.total_rounds = 60;
   absl::Mutex mu;

@@ -13,15 +13,27 @@ namespace regtopk {
 namespace {
 
 // A config in which every field differs from its default.
+// Every field off its default. SGD's momentum and Nesterov with Adam's betas is not a valid job
+// (FromProto refuses it), so the round trips use AdamConfig or SgdConfig below.
 JobConfig NonDefaultConfig() {
   JobConfig c;
+  c.optimizer.kind = OptimizerKind::kAdamW;
+  c.optimizer.beta1 = 0.8f;
+  c.optimizer.beta2 = 0.99f;
+  c.optimizer.eps = 1e-6f;
+  c.optimizer.schedule = LrSchedule::kCosine;
+  c.optimizer.warmup_rounds = 10;
+  c.optimizer.step_rounds = 30;
+  c.optimizer.step_gamma = 0.5f;
+  c.optimizer.decay_rounds = 200;
+  c.optimizer.min_lr = 0.001f;
   c.algorithm = Algorithm::kTopK;
   c.density = 0.125;
   c.mu = 3.5;
-  c.sgd.lr = 0.25f;
-  c.sgd.momentum = 0.5f;
-  c.sgd.nesterov = true;
-  c.sgd.weight_decay = 1e-4f;
+  c.optimizer.lr = 0.25f;
+  c.optimizer.momentum = 0.5f;
+  c.optimizer.nesterov = true;
+  c.optimizer.weight_decay = 1e-4f;
   c.num_workers = 7;
   c.weighting = Weighting::kSamples;
   c.total_rounds = 1234;
@@ -32,14 +44,28 @@ JobConfig NonDefaultConfig() {
   return c;
 }
 
+JobConfig SgdConfig() {
+  JobConfig c = NonDefaultConfig();
+  c.optimizer.kind = OptimizerKind::kSgd;
+  c.optimizer.schedule = LrSchedule::kStep;
+  return c;
+}
+
+JobConfig AdamConfig() {
+  JobConfig c = NonDefaultConfig();
+  c.optimizer.momentum = 0;
+  c.optimizer.nesterov = false;
+  return c;
+}
+
 void ExpectEqual(const JobConfig& a, const JobConfig& b) {
   EXPECT_EQ(a.algorithm, b.algorithm);
   EXPECT_EQ(a.density, b.density);
   EXPECT_EQ(a.mu, b.mu);
-  EXPECT_EQ(a.sgd.lr, b.sgd.lr);
-  EXPECT_EQ(a.sgd.momentum, b.sgd.momentum);
-  EXPECT_EQ(a.sgd.nesterov, b.sgd.nesterov);
-  EXPECT_EQ(a.sgd.weight_decay, b.sgd.weight_decay);
+  EXPECT_EQ(a.optimizer.lr, b.optimizer.lr);
+  EXPECT_EQ(a.optimizer.momentum, b.optimizer.momentum);
+  EXPECT_EQ(a.optimizer.nesterov, b.optimizer.nesterov);
+  EXPECT_EQ(a.optimizer.weight_decay, b.optimizer.weight_decay);
   EXPECT_EQ(a.num_workers, b.num_workers);
   EXPECT_EQ(a.weighting, b.weighting);
   EXPECT_EQ(a.total_rounds, b.total_rounds);
@@ -47,18 +73,29 @@ void ExpectEqual(const JobConfig& a, const JobConfig& b) {
   EXPECT_EQ(a.seed, b.seed);
   EXPECT_EQ(a.checkpoint_every, b.checkpoint_every);
   EXPECT_EQ(a.round_timeout_seconds, b.round_timeout_seconds);
+  EXPECT_EQ(a.optimizer.kind, b.optimizer.kind);
+  EXPECT_EQ(a.optimizer.beta1, b.optimizer.beta1);
+  EXPECT_EQ(a.optimizer.beta2, b.optimizer.beta2);
+  EXPECT_EQ(a.optimizer.eps, b.optimizer.eps);
+  EXPECT_EQ(a.optimizer.schedule, b.optimizer.schedule);
+  EXPECT_EQ(a.optimizer.warmup_rounds, b.optimizer.warmup_rounds);
+  EXPECT_EQ(a.optimizer.step_rounds, b.optimizer.step_rounds);
+  EXPECT_EQ(a.optimizer.step_gamma, b.optimizer.step_gamma);
+  EXPECT_EQ(a.optimizer.decay_rounds, b.optimizer.decay_rounds);
+  EXPECT_EQ(a.optimizer.min_lr, b.optimizer.min_lr);
 }
 
 TEST(Conversions, JobConfigSurvivesARoundTrip) {
   for (Algorithm a :
        {Algorithm::kDense, Algorithm::kTopK, Algorithm::kRandK, Algorithm::kRegTopK}) {
-    JobConfig c = NonDefaultConfig();
-    c.algorithm = a;
-    v1::JobConfig p;
-    ToProto(c, 1000, &p);
-    auto back = FromProto(p, 1000);
-    ASSERT_TRUE(back.ok()) << back.status();
-    ExpectEqual(c, *back);
+    for (JobConfig c : {SgdConfig(), AdamConfig()}) {
+      c.algorithm = a;
+      v1::JobConfig p;
+      ToProto(c, 1000, &p);
+      auto back = FromProto(p, 1000);
+      ASSERT_TRUE(back.ok()) << back.status();
+      ExpectEqual(c, *back);
+    }
   }
   JobConfig defaults;
   v1::JobConfig p;
@@ -87,7 +124,7 @@ TEST(Conversions, ToProtoSetsEveryFieldOfTheWireMessage) {
 
 TEST(Conversions, RefusesAServerWhoseKDisagrees) {
   v1::JobConfig p;
-  ToProto(NonDefaultConfig(), 1000, &p);
+  ToProto(AdamConfig(), 1000, &p);
   p.set_max_entries(126);
   auto c = FromProto(p, 1000);
   EXPECT_EQ(c.status().code(), absl::StatusCode::kFailedPrecondition);
@@ -96,12 +133,24 @@ TEST(Conversions, RefusesAServerWhoseKDisagrees) {
 
 TEST(Conversions, RefusesAnUnknownAlgorithmAndAnInvalidConfig) {
   v1::JobConfig p;
-  ToProto(NonDefaultConfig(), 1000, &p);
+  ToProto(AdamConfig(), 1000, &p);
   p.set_algorithm(static_cast<v1::Algorithm>(42));
   EXPECT_EQ(FromProto(p, 1000).status().code(), absl::StatusCode::kInvalidArgument);
-  ToProto(NonDefaultConfig(), 1000, &p);
+  ToProto(AdamConfig(), 1000, &p);
   p.set_density(1.5);
   EXPECT_EQ(FromProto(p, 1000).status().code(), absl::StatusCode::kInvalidArgument);
+  ToProto(AdamConfig(), 1000, &p);
+  p.set_optimizer(static_cast<v1::Optimizer>(9));
+  EXPECT_THAT(std::string(FromProto(p, 1000).status().message()),
+              ::testing::HasSubstr("unknown optimizer 9"));
+  ToProto(AdamConfig(), 1000, &p);
+  p.set_lr_schedule(static_cast<v1::LrSchedule>(9));
+  EXPECT_THAT(std::string(FromProto(p, 1000).status().message()),
+              ::testing::HasSubstr("unknown lr schedule 9"));
+  // SGD's momentum with Adam: refused, naming why.
+  ToProto(NonDefaultConfig(), 1000, &p);
+  EXPECT_THAT(std::string(FromProto(p, 1000).status().message()),
+              ::testing::HasSubstr("beta1 and beta2"));
 }
 
 TEST(Conversions, EveryStatusCodeAndMessageSurvivesARoundTrip) {

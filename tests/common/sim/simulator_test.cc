@@ -13,7 +13,7 @@ SimulationOptions ToyOptions(Algorithm algorithm) {
   o.density = 0.5;
   o.mu = 1.0;
   o.rounds = 150;
-  o.sgd.lr = 0.9f;
+  o.optimizer.lr = 0.9f;
   return o;
 }
 
@@ -45,7 +45,7 @@ TEST(Simulator, LinRegRegTopKBeatsTopKAtDensity06) {
   o.density = 0.6;
   o.mu = 4.0;
   o.rounds = 600;
-  o.sgd.lr = 0.01f;
+  o.optimizer.lr = 0.01f;
   o.algorithm = Algorithm::kRegTopK;
   auto reg = RunSimulation(*problem, o, nullptr);
   o.algorithm = Algorithm::kTopK;
@@ -79,7 +79,7 @@ TEST(Simulator, MatchesThePlainReferenceImplementationBitForBit) {
       o.density = problem == toy.get() ? 0.5 : 0.55;
       o.mu = problem == toy.get() ? 1.0 : 4.0;
       o.rounds = problem == toy.get() ? 150 : 300;
-      o.sgd.lr = problem == toy.get() ? 0.9f : 0.01f;
+      o.optimizer.lr = problem == toy.get() ? 0.9f : 0.01f;
       auto fast = RunSimulation(*problem, o, nullptr);
       auto reference = RunReferenceSimulation<float>(*problem, o);
       ASSERT_TRUE(fast.ok() && reference.ok());
@@ -104,7 +104,7 @@ TEST(Simulator, DivergenceIsReportedNotSent) {
   auto problem = *MakeLinRegProblem(LinRegOptions{});
   SimulationOptions o;
   o.algorithm = Algorithm::kDense;
-  o.sgd.lr = 5.0f;  // far beyond stability: the gradient overflows float32
+  o.optimizer.lr = 5.0f;  // far beyond stability: the gradient overflows float32
   o.rounds = 500;
   auto r = RunSimulation(*problem, o, nullptr);
   ASSERT_FALSE(r.ok());

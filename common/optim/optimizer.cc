@@ -1,0 +1,217 @@
+#include "common/optim/optimizer.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace regtopk {
+namespace {
+
+// base^n by repeated squaring: only multiplications, so the same bits on every IEEE host.
+double Power(double base, uint64_t n) {
+  double result = 1.0;
+  while (n != 0) {
+    if (n & 1) result *= base;
+    base *= base;
+    n >>= 1;
+  }
+  return result;
+}
+
+constexpr std::pair<OptimizerKind, absl::string_view> kKinds[] = {
+    {OptimizerKind::kSgd, "sgd"}, {OptimizerKind::kAdam, "adam"}, {OptimizerKind::kAdamW, "adamw"}};
+constexpr std::pair<LrSchedule, absl::string_view> kSchedules[] = {
+    {LrSchedule::kConstant, "constant"}, {LrSchedule::kStep, "step"}, {LrSchedule::kCosine, "cosine"}};
+
+}  // namespace
+
+absl::StatusOr<OptimizerKind> ParseOptimizerKind(absl::string_view name) {
+  for (const auto& [kind, text] : kKinds) {
+    if (text == name) return kind;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("optimizer must be sgd, adam or adamw, got '", name, "'"));
+}
+
+absl::string_view OptimizerKindName(OptimizerKind kind) {
+  for (const auto& [k, text] : kKinds) {
+    if (k == kind) return text;
+  }
+  return "unknown";
+}
+
+absl::StatusOr<LrSchedule> ParseLrSchedule(absl::string_view name) {
+  for (const auto& [schedule, text] : kSchedules) {
+    if (text == name) return schedule;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("lr schedule must be constant, step or cosine, got '", name, "'"));
+}
+
+absl::string_view LrScheduleName(LrSchedule schedule) {
+  for (const auto& [s, text] : kSchedules) {
+    if (s == schedule) return text;
+  }
+  return "unknown";
+}
+
+absl::Status OptimizerOptions::Validate() const {
+  if (!(lr > 0.0f && std::isfinite(lr))) {
+    return absl::InvalidArgumentError(absl::StrCat("learning rate must be > 0, got ", lr));
+  }
+  if (!(weight_decay >= 0.0f && std::isfinite(weight_decay))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("weight decay must be >= 0, got ", weight_decay));
+  }
+  if (kind == OptimizerKind::kSgd) {
+    if (!(momentum >= 0.0f && momentum < 1.0f)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("momentum must be in [0, 1), got ", momentum));
+    }
+    if (nesterov && momentum == 0.0f) {
+      return absl::InvalidArgumentError("nesterov requires momentum > 0");
+    }
+  } else {
+    if (momentum != 0.0f || nesterov) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "momentum and nesterov are SGD's; ", OptimizerKindName(kind), " uses beta1 and beta2"));
+    }
+    if (!(beta1 >= 0.0f && beta1 < 1.0f)) {
+      return absl::InvalidArgumentError(absl::StrCat("beta1 must be in [0, 1), got ", beta1));
+    }
+    if (!(beta2 >= 0.0f && beta2 < 1.0f)) {
+      return absl::InvalidArgumentError(absl::StrCat("beta2 must be in [0, 1), got ", beta2));
+    }
+    if (!(eps > 0.0f && std::isfinite(eps))) {
+      return absl::InvalidArgumentError(absl::StrCat("eps must be > 0, got ", eps));
+    }
+  }
+  switch (schedule) {
+    case LrSchedule::kConstant:
+      break;
+    case LrSchedule::kStep:
+      if (step_rounds == 0) {
+        return absl::InvalidArgumentError("the step schedule needs lr step rounds > 0");
+      }
+      if (!(step_gamma > 0.0f && step_gamma <= 1.0f)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("lr step gamma must be in (0, 1], got ", step_gamma));
+      }
+      break;
+    case LrSchedule::kCosine:
+      if (decay_rounds == 0) {
+        return absl::InvalidArgumentError(
+            "the cosine schedule needs decay rounds > 0 (or a job with a number of rounds)");
+      }
+      if (!(min_lr >= 0.0f && min_lr <= lr)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("min lr must be in [0, lr], got ", min_lr));
+      }
+      break;
+  }
+  return absl::OkStatus();
+}
+
+float OptimizerOptions::LearningRate(uint64_t round) const {
+  if (round < warmup_rounds) {
+    return static_cast<float>(static_cast<double>(lr) * static_cast<double>(round + 1) /
+                              static_cast<double>(warmup_rounds));
+  }
+  const uint64_t t = round - warmup_rounds;
+  switch (schedule) {
+    case LrSchedule::kConstant:
+      return lr;
+    case LrSchedule::kStep:
+      return static_cast<float>(static_cast<double>(lr) * Power(step_gamma, t / step_rounds));
+    case LrSchedule::kCosine: {
+      if (t >= decay_rounds) return min_lr;
+      const double kPi = 3.14159265358979323846;
+      const double c = std::cos(kPi * static_cast<double>(t) / static_cast<double>(decay_rounds));
+      return static_cast<float>(min_lr + (static_cast<double>(lr) - min_lr) * 0.5 * (1.0 + c));
+    }
+  }
+  return lr;
+}
+
+size_t OptimizerOptions::StateSlots() const {
+  if (kind != OptimizerKind::kSgd) return 2;
+  return momentum > 0.0f ? 1 : 0;
+}
+
+Optimizer::Optimizer(const OptimizerOptions& options, size_t dim)
+    : options_(options), dim_(dim), state_(options.StateSlots() * dim, 0.0f) {}
+
+template <typename Grad>
+void Optimizer::Walk(absl::Span<float> params, uint64_t round, Grad grad_at) {
+  const float lr = options_.LearningRate(round);
+  const float wd = options_.weight_decay;
+  if (options_.kind == OptimizerKind::kSgd) {
+    const float mom = options_.momentum;
+    float* b = state_.empty() ? nullptr : state_.data();
+    for (size_t j = 0; j < dim_; ++j) {
+      float d = grad_at(j);
+      if (wd != 0.0f) d = d + wd * params[j];
+      if (b != nullptr) {
+        b[j] = mom * b[j] + d;
+        d = options_.nesterov ? d + mom * b[j] : b[j];
+      }
+      params[j] = params[j] - lr * d;
+    }
+    return;
+  }
+  const float b1 = options_.beta1, b2 = options_.beta2;
+  const double bias1 = 1.0 - Power(b1, round + 1);
+  const double bias2 = 1.0 - Power(b2, round + 1);
+  const float step_size = static_cast<float>(static_cast<double>(lr) / bias1);
+  const float bias2_sqrt = static_cast<float>(std::sqrt(bias2));
+  const float decay = options_.kind == OptimizerKind::kAdamW ? 1.0f - lr * wd : 1.0f;
+  const bool l2 = options_.kind == OptimizerKind::kAdam && wd != 0.0f;
+  const float eps = options_.eps;
+  float* m = state_.data();
+  float* v = state_.data() + dim_;
+  for (size_t j = 0; j < dim_; ++j) {
+    float p = params[j];
+    float g = grad_at(j);
+    if (l2) g = g + wd * p;
+    if (decay != 1.0f) p = p * decay;
+    m[j] = b1 * m[j] + (1.0f - b1) * g;
+    v[j] = b2 * v[j] + (1.0f - b2) * g * g;
+    const float denom = std::sqrt(v[j]) / bias2_sqrt + eps;
+    params[j] = p - step_size * (m[j] / denom);
+  }
+}
+
+void Optimizer::Step(absl::Span<float> params, SparseView grad, uint64_t round) {
+  if (options_.IsSparseFriendly()) {
+    const float lr = options_.LearningRate(round);
+    for (size_t i = 0; i < grad.nnz(); ++i) {
+      float& p = params[grad.indices[i]];
+      p = p - lr * grad.values[i];
+    }
+    return;
+  }
+  // Walk every entry; the gradient's sorted support is consumed in step.
+  size_t i = 0;
+  const size_t nnz = grad.nnz();
+  Walk(params, round, [&](size_t j) {
+    if (i < nnz && grad.indices[i] == j) return grad.values[i++];
+    return 0.0f;
+  });
+}
+
+void Optimizer::StepDense(absl::Span<float> params, absl::Span<const float> grad,
+                          uint64_t round) {
+  Walk(params, round, [&](size_t j) { return grad[j]; });
+}
+
+absl::Status Optimizer::SetState(absl::Span<const float> s) {
+  if (s.size() != state_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("optimizer state of ", s.size(),
+                                                   " entries, expected ", state_.size()));
+  }
+  std::copy(s.begin(), s.end(), state_.begin());
+  return absl::OkStatus();
+}
+
+}  // namespace regtopk
