@@ -1,7 +1,7 @@
 #include "common/sim/problem.h"
 
 #include <cmath>
-#include <random>
+#include "common/random/splitmix64.h"
 
 #include "absl/strings/str_cat.h"
 
@@ -137,8 +137,9 @@ absl::StatusOr<LinRegData> MakeLinRegData(const LinRegOptions& o) {
                      o.dim, ", ", o.samples_per_worker));
   }
   LinRegData data;
-  std::mt19937_64 rng(o.seed);
-  std::normal_distribution<double> normal(0.0, 1.0);
+  // The project's own samplers (common/random): the same data on any standard library.
+  uint64_t rng = o.seed;
+  auto normal = [](uint64_t& state) { return StandardNormal(state); };
   const size_t d = o.dim, m = o.samples_per_worker;
   data.features.resize(o.workers);
   data.labels.resize(o.workers);
@@ -168,9 +169,8 @@ absl::StatusOr<LinRegData> MakeLinRegData(const LinRegOptions& o) {
     }
   }
   data.optimum = SolveSpd(ata, aty, d);
-  std::uniform_real_distribution<double> uniform(-0.1, 0.1);
   data.initial.resize(d);
-  for (float& t : data.initial) t = static_cast<float>(uniform(rng));
+  for (float& t : data.initial) t = static_cast<float>(-0.1 + 0.2 * UniformDouble(rng));
   return data;
 }
 

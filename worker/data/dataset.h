@@ -22,6 +22,7 @@ struct Dataset {
   // Classification: labels in [0, num_classes). Regression: targets (num_classes == 0).
   std::vector<int64_t> labels;
   std::vector<float> targets;
+  std::vector<int64_t> target_shape;  // regression: the shape of one target; {} for a scalar
   int num_classes = 0;
 
   size_t example_size() const;

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
-#include <random>
+#include "common/random/splitmix64.h"
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -80,11 +80,11 @@ absl::StatusOr<std::vector<std::vector<size_t>>> Partition(const std::vector<int
     return absl::InvalidArgumentError(
         absl::StrCat("cannot split ", n, " examples across ", num_workers, " workers"));
   }
-  std::mt19937_64 rng(seed);
+  uint64_t rng = seed;  // SplitMix64 state: the same split on any standard library
   std::vector<std::vector<size_t>> parts(num_workers);
   std::vector<size_t> all(n);
   std::iota(all.begin(), all.end(), 0);
-  std::shuffle(all.begin(), all.end(), rng);
+  Shuffle(all.begin(), all.end(), rng);
   switch (spec.kind) {
     case PartitionSpec::Kind::kIid:
       SplitByShares(all, std::vector<double>(num_workers, 1.0), &parts);
@@ -95,7 +95,7 @@ absl::StatusOr<std::vector<std::vector<size_t>>> Partition(const std::vector<int
       for (int i = 0; i < num_workers && num_workers > 1; ++i) {
         shares[i] = std::pow(spec.ratio, static_cast<double>(i) / (num_workers - 1));
       }
-      std::shuffle(shares.begin(), shares.end(), rng);
+      Shuffle(shares.begin(), shares.end(), rng);
       SplitByShares(all, shares, &parts);
       break;
     }
@@ -103,10 +103,9 @@ absl::StatusOr<std::vector<std::vector<size_t>>> Partition(const std::vector<int
       // Per class, proportions over workers drawn from Dirichlet(alpha) (normalised gammas).
       std::vector<std::vector<size_t>> by_class(num_classes);
       for (size_t i : all) by_class[labels[i]].push_back(i);
-      std::gamma_distribution<double> gamma(spec.alpha, 1.0);
       for (const auto& items : by_class) {
         std::vector<double> shares(num_workers);
-        for (double& s : shares) s = gamma(rng) + 1e-12;
+        for (double& s : shares) s = Gamma(rng, spec.alpha) + 1e-12;
         SplitByShares(items, shares, &parts);
       }
       break;
