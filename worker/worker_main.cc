@@ -10,9 +10,21 @@
 ABSL_FLAG(std::string, server, "", "parameter server address, host:port (required)");
 ABSL_FLAG(int, worker_id, 0, "this worker's id, 0 .. workers-1");
 ABSL_FLAG(std::string, model, "mlp",
+          "a TorchScript module saved by torch.jit.script/trace (PATH.pt), or a built-in model: "
           "mlp or cnn (28x28 images), resnet18 (32x32x3), linear (linreg), logistic (toy)");
 ABSL_FLAG(std::string, dataset, "fashion-mnist",
-          "fashion-mnist, cifar10, linreg (the paper's synthetic regression) or toy");
+          "fashion-mnist, cifar10, linreg (the paper's synthetic regression), toy, or npz (the "
+          "default when --train-data is given)");
+ABSL_FLAG(std::string, train_data, "",
+          "the user's training data: PATH.npz with arrays x (float32, samples first) and y "
+          "(int64 labels or float32 targets), as numpy.savez(PATH, x=x, y=y) writes it");
+ABSL_FLAG(std::string, test_data, "", "the user's test data, PATH.npz like --train-data");
+ABSL_FLAG(std::string, loss, "",
+          "cross_entropy or mse; default: the TorchScript module's own loss(output, target) if it "
+          "has one, else cross_entropy for labels and mse for float targets");
+ABSL_FLAG(std::string, save_model, "",
+          "write the trained model here (a state_dict for torch.load) at the end and at every "
+          "checkpoint round");
 ABSL_FLAG(std::string, data_dir, "/usr/share/datasets/fashion-mnist",
           "folder with the data set's files (IDX .gz for fashion-mnist, .bin for cifar10)");
 ABSL_FLAG(std::string, partition, "iid",
@@ -58,6 +70,11 @@ int main(int argc, char** argv) {
   o.worker_id = static_cast<uint32_t>(id);
   o.model = absl::GetFlag(FLAGS_model);
   o.dataset = absl::GetFlag(FLAGS_dataset);
+  o.train_data = absl::GetFlag(FLAGS_train_data);
+  o.test_data = absl::GetFlag(FLAGS_test_data);
+  if (!o.train_data.empty() && !regtopk::FlagWasSet("dataset")) o.dataset = "npz";
+  o.loss = absl::GetFlag(FLAGS_loss);
+  o.save_model = absl::GetFlag(FLAGS_save_model);
   o.data_dir = absl::GetFlag(FLAGS_data_dir);
   o.partition = absl::GetFlag(FLAGS_partition);
   o.batch_size = absl::GetFlag(FLAGS_batch_size);

@@ -1,8 +1,10 @@
 #include "worker/train/trainer.h"
 
 #include <torch/cuda.h>
+#include <torch/nn/functional/activation.h>
 #include <torch/nn/functional/loss.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <cmath>
 #include <cstring>
@@ -14,18 +16,17 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "client/server_client.h"
 #include "common/metrics/http_exporter.h"
 #include "common/metrics/registry.h"
 #include "common/random/splitmix64.h"
-#include "common/sim/problem.h"
 #include "common/status/status_macros.h"
 #include "common/wire/digest.h"
-#include "worker/data/dataset.h"
+#include "worker/data/data_source.h"
 #include "worker/data/partition.h"
-#include "client/server_client.h"
-#include "worker/train/models.h"
+#include "worker/train/trainable.h"
+#include "worker/train/trainer_parts.h"
 #include "worker/worker_metrics.h"
 #include "worker/worker_session.h"
 
@@ -39,13 +40,27 @@ absl::Status TrainerOptions::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("--device must be auto, cpu or cuda, got '", device, "'"));
   }
-  if (dataset != "fashion-mnist" && dataset != "cifar10" && dataset != "linreg" &&
-      dataset != "toy") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--dataset must be fashion-mnist, cifar10, linreg or toy, got '", dataset, "'"));
+  if (!loss.empty() && loss != "cross_entropy" && loss != "mse") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--loss must be cross_entropy or mse, got '", loss, "'"));
   }
-  REGTOPK_RETURN_IF_ERROR(ParsePartition(partition).status());
+  if ((!train_data.empty() || !test_data.empty()) && dataset != "npz") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--train-data and --test-data are the npz data set's; --dataset is '", dataset, "'"));
+  }
+  REGTOPK_RETURN_IF_ERROR(CreateDataSource(SourceOptions()).status());
   return absl::OkStatus();
+}
+
+DataSourceOptions TrainerOptions::SourceOptions() const {
+  DataSourceOptions d;
+  d.dataset = dataset;
+  d.data_dir = data_dir;
+  d.train_path = train_data;
+  d.test_path = test_data;
+  d.partition = partition;
+  d.max_eval_examples = max_eval_examples;
+  return d;
 }
 
 namespace {
@@ -64,50 +79,146 @@ absl::Status TorchCall(absl::string_view what, F&& f) {
   }
 }
 
-// The training data of this worker and the test data, as tensors on the CPU.
-struct WorkerData {
-  torch::Tensor train_x, train_y;  // this worker's part only
-  torch::Tensor test_x, test_y;    // empty for the synthetic problems
-  std::vector<int64_t> example_shape;
-  int num_classes = 0;
-  bool full_batch = false;
-  std::unique_ptr<Problem> problem;  // synthetic: computes the paper's metric
-  std::vector<float> initial;        // synthetic: the prescribed initial parameters
-};
-
-torch::Tensor FeaturesTensor(const Dataset& d, const std::vector<size_t>& rows) {
-  std::vector<int64_t> shape{static_cast<int64_t>(rows.size())};
-  shape.insert(shape.end(), d.example_shape.begin(), d.example_shape.end());
-  torch::Tensor t = torch::empty(shape, torch::kFloat);
-  const size_t e = d.example_size();
-  float* out = t.data_ptr<float>();
-  for (size_t i = 0; i < rows.size(); ++i) {
-    std::memcpy(out + i * e, d.features.data() + rows[i] * e, e * sizeof(float));
-  }
-  return t;
-}
-
-torch::Tensor LabelsTensor(const Dataset& d, const std::vector<size_t>& rows) {
-  torch::Tensor t = torch::empty({static_cast<int64_t>(rows.size())}, torch::kLong);
-  int64_t* out = t.data_ptr<int64_t>();
-  for (size_t i = 0; i < rows.size(); ++i) out[i] = d.labels[rows[i]];
-  return t;
-}
-
-std::vector<size_t> AllRows(size_t n) {
-  std::vector<size_t> r(n);
-  std::iota(r.begin(), r.end(), 0);
-  return r;
-}
-
-absl::StatusOr<Dataset> LoadImages(const TrainerOptions& o, bool train) {
-  return o.dataset == "cifar10" ? LoadCifar10(o.data_dir, train)
-                                : LoadFashionMnist(o.data_dir, train);
-}
-
 float ToFloat(const torch::Tensor& t) { return t.item<float>(); }
 
 }  // namespace
+
+absl::Status MetricsFile::Probe() const {
+  if (path_.empty()) return absl::OkStatus();
+  std::ofstream probe(path_, std::ios::app);
+  if (!probe) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot open --metrics file '", path_, "' for writing"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MetricsFile::Open(bool append) {
+  if (path_.empty()) return absl::OkStatus();
+  bool partial_line = false;
+  if (append) {
+    // A process killed mid-line leaves it unterminated: end it, so that the lines appended
+    // from now on stay whole (readers skip the broken one).
+    std::ifstream in(path_, std::ios::binary | std::ios::ate);
+    if (in && in.tellg() > 0) {
+      in.seekg(-1, std::ios::end);
+      partial_line = in.get() != '\n';
+    }
+  }
+  out_.open(path_, append ? std::ios::app : std::ios::trunc);
+  if (partial_line) out_ << "\n";
+  if (!out_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot open --metrics file '", path_, "' for writing"));
+  }
+  return absl::OkStatus();
+}
+
+void MetricsFile::Write(const std::string& line) {
+  if (!out_.is_open()) return;
+  out_ << line;
+  out_.flush();
+}
+
+absl::Status MetricsFile::Close() {
+  if (out_.is_open() && !out_) {
+    return absl::DataLossError(absl::StrCat("writing '", path_, "' failed"));
+  }
+  out_.close();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<LossFn> ChooseLoss(const std::string& name, TrainableModel& model,
+                                  bool regression) {
+  if (name.empty() && model.HasOwnLoss()) {
+    return LossFn([&model](const torch::Tensor& out, const torch::Tensor& y) {
+      return model.OwnLoss(out, y);
+    });
+  }
+  const std::string chosen = name.empty() ? (regression ? "mse" : "cross_entropy") : name;
+  if (chosen == "mse") {
+    return LossFn([](const torch::Tensor& out, const torch::Tensor& y) {
+      return (out - y).pow(2).mean();
+    });
+  }
+  if (chosen == "cross_entropy") {
+    if (regression) {
+      return absl::InvalidArgumentError(
+          "--loss=cross_entropy needs int64 class labels; this data has float targets (use "
+          "--loss=mse)");
+    }
+    return LossFn([](const torch::Tensor& out, const torch::Tensor& y) {
+      return torch::nn::functional::cross_entropy(out, y);
+    });
+  }
+  if (chosen == "logistic") {  // the toy problem's: labels in {-1, 1}
+    return LossFn([](const torch::Tensor& out, const torch::Tensor& y) {
+      return torch::nn::functional::softplus(-out * y).mean();
+    });
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("--loss must be cross_entropy or mse, got '", name, "'"));
+}
+
+Evaluation Evaluate(TrainableModel& model, const LossFn& loss, const torch::Tensor& x,
+                    const torch::Tensor& y, bool classification) {
+  torch::NoGradGuard no_grad;
+  model.SetTraining(false);
+  double total_loss = 0, correct = 0;
+  const int64_t n = x.size(0);
+  for (int64_t start = 0; start < n; start += 1000) {
+    const int64_t end = std::min(n, start + 1000);
+    torch::Tensor out = model.Forward(x.slice(0, start, end));
+    torch::Tensor yb = y.slice(0, start, end);
+    total_loss += ToFloat(loss(out, yb)) * static_cast<double>(end - start);
+    if (classification) correct += out.argmax(1).eq(yb).sum().item<int64_t>();
+  }
+  model.SetTraining(true);
+  Evaluation e;
+  e.loss = total_loss / static_cast<double>(n);
+  e.accuracy = classification ? correct / static_cast<double>(n) : NAN;
+  return e;
+}
+
+torch::Tensor FeaturesOf(const Dataset& d) {
+  std::vector<int64_t> shape{static_cast<int64_t>(d.num_examples)};
+  shape.insert(shape.end(), d.example_shape.begin(), d.example_shape.end());
+  return torch::from_blob(const_cast<float*>(d.features.data()), shape, torch::kFloat).clone();
+}
+
+torch::Tensor TargetsOf(const Dataset& d) {
+  const int64_t n = static_cast<int64_t>(d.num_examples);
+  if (!d.is_regression()) {
+    return torch::from_blob(const_cast<int64_t*>(d.labels.data()), {n}, torch::kLong).clone();
+  }
+  std::vector<int64_t> shape{n};
+  shape.insert(shape.end(), d.target_shape.begin(), d.target_shape.end());
+  return torch::from_blob(const_cast<float*>(d.targets.data()), shape, torch::kFloat).clone();
+}
+
+absl::StatusOr<JoinReply> ProbeJob(ServerClient* client, uint32_t worker_id, uint64_t dim,
+                                   uint64_t layout_digest, absl::Duration reconnect_timeout,
+                                   const std::function<void(const std::string&)>& log) {
+  const absl::Time start = absl::Now();
+  absl::Time next_log = start + absl::Seconds(10);
+  absl::Duration backoff = absl::Milliseconds(100);
+  while (true) {
+    absl::StatusOr<JoinReply> probe = client->Join(worker_id, 0, dim, layout_digest);
+    if (probe.ok()) return probe;
+    const absl::StatusCode code = probe.status().code();
+    if ((code != absl::StatusCode::kUnavailable && code != absl::StatusCode::kDeadlineExceeded &&
+         code != absl::StatusCode::kCancelled) ||
+        absl::Now() - start > reconnect_timeout) {
+      return probe.status();
+    }
+    if (absl::Now() >= next_log) {
+      log(absl::StrCat("waiting for the server: ", probe.status().message()));
+      next_log = absl::Now() + absl::Seconds(10);
+    }
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(2));
+  }
+}
 
 BatchOrder::BatchOrder(uint64_t seed, uint32_t worker, int64_t n, int64_t batch)
     : seed_(seed), worker_(worker), n_(n), batch_(std::min(batch, n)),
@@ -135,37 +246,8 @@ absl::Status RunWorker(const TrainerOptions& o) {
   co.rpc_timeout = o.rpc_timeout;
   co.push_timeout = o.push_timeout;
   REGTOPK_ASSIGN_OR_RETURN(std::unique_ptr<ServerClient> client, CreateGrpcServerClient(co));
-
-  std::ofstream metrics;
-  // Opened once the session knows whether it resumes (then lines are appended).
-  auto open_metrics = [&](bool append) -> absl::Status {
-    if (o.metrics_path.empty()) return absl::OkStatus();
-    bool partial_line = false;
-    if (append) {
-      // A process killed mid-line leaves it unterminated: end it, so that the lines appended
-      // from now on stay whole (readers skip the broken one).
-      std::ifstream in(o.metrics_path, std::ios::binary | std::ios::ate);
-      if (in && in.tellg() > 0) {
-        in.seekg(-1, std::ios::end);
-        partial_line = in.get() != '\n';
-      }
-    }
-    metrics.open(o.metrics_path, append ? std::ios::app : std::ios::trunc);
-    if (partial_line) metrics << "\n";
-    if (!metrics) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("cannot open --metrics file '", o.metrics_path, "' for writing"));
-    }
-    return absl::OkStatus();
-  };
-  if (!o.metrics_path.empty()) {
-    // Fail fast on an unwritable path, before joining, without truncating a resumed run's file.
-    std::ofstream probe(o.metrics_path, std::ios::app);
-    if (!probe) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("cannot open --metrics file '", o.metrics_path, "' for writing"));
-    }
-  }
+  MetricsFile metrics(o.metrics_path);
+  REGTOPK_RETURN_IF_ERROR(metrics.Probe());
   auto log = [&o](const std::string& line) {
     std::cerr << "regtopk-worker " << o.worker_id << ": " << line << std::endl;
   };
@@ -176,8 +258,7 @@ absl::Status RunWorker(const TrainerOptions& o) {
   if (o.metrics_port >= 0) {
     REGTOPK_ASSIGN_OR_RETURN(exporter,
                              MetricsHttpExporter::Start(o.metrics_host, o.metrics_port, &registry));
-    std::cerr << "regtopk-worker " << o.worker_id << ": metrics on http://" << o.metrics_host << ":"
-              << exporter->port() << "/metrics" << std::endl;
+    log(absl::StrCat("metrics on http://", o.metrics_host, ":", exporter->port(), "/metrics"));
   }
 
   return TorchCall("worker", [&]() -> absl::Status {
@@ -191,121 +272,52 @@ absl::Status RunWorker(const TrainerOptions& o) {
       device = torch::Device(torch::kCUDA);
     }
 
-    // Data that does not depend on the job: images are loaded before joining so that a bad
-    // --data-dir fails fast, before the server counts this worker in.
-    Dataset train_set, test_set;
-    WorkerData data;
+    // Files are read before joining, so that a bad path fails before the server counts this
+    // worker in.
+    REGTOPK_ASSIGN_OR_RETURN(std::unique_ptr<DataSource> source,
+                             CreateDataSource(o.SourceOptions()));
+    REGTOPK_RETURN_IF_ERROR(source->Load());
     const bool synthetic = o.dataset == "linreg" || o.dataset == "toy";
-    if (!synthetic) {
-      REGTOPK_ASSIGN_OR_RETURN(train_set, LoadImages(o, true));
-      REGTOPK_ASSIGN_OR_RETURN(test_set, LoadImages(o, false));
-      data.example_shape = train_set.example_shape;
-      data.num_classes = train_set.num_classes;
-    } else {
-      data.example_shape = {o.dataset == "linreg" ? 100 : 2};
-      data.full_batch = true;
-    }
-
-    REGTOPK_ASSIGN_OR_RETURN(std::shared_ptr<Model> model,
-                             CreateModel(o.model, data.example_shape, data.num_classes));
     if (synthetic && o.model != (o.dataset == "linreg" ? "linear" : "logistic")) {
       return absl::InvalidArgumentError(
           absl::StrCat("--dataset=", o.dataset,
                        " needs --model=", o.dataset == "linreg" ? "linear" : "logistic"));
     }
-    std::vector<torch::Tensor> params = model->parameters();
-    std::string layout;
-    int64_t dim = 0;
-    for (const auto& named : model->named_parameters()) {
-      absl::StrAppend(&layout, named.key(), ":", absl::StrJoin(named.value().sizes(), "x"), ";");
-      dim += named.value().numel();
-    }
-    const uint64_t layout_digest = DigestBytes(layout);
+    REGTOPK_ASSIGN_OR_RETURN(
+        std::unique_ptr<TrainableModel> model,
+        CreateTrainableModel(o.model, source->example_shape(), source->num_classes()));
+    const bool regression = source->num_classes() == 0;
+    REGTOPK_ASSIGN_OR_RETURN(LossFn loss_of,
+                             ChooseLoss(o.dataset == "toy" ? "logistic" : o.loss, *model,
+                                        regression));
+    const int64_t dim = NumParameters(*model);
+    const uint64_t layout_digest = DigestBytes(LayoutString(*model));
 
-    // Learn the job's size first (a probe, retried while the server is not up yet): the
-    // synthetic data and the partition depend on the number of workers.
-    JoinReply join;
-    {
-      const absl::Time start = absl::Now();
-      absl::Time next_log = start + absl::Seconds(10);
-      absl::Duration backoff = absl::Milliseconds(100);
-      while (true) {
-        absl::StatusOr<JoinReply> probe = client->Join(o.worker_id, 0, dim, layout_digest);
-        if (probe.ok()) {
-          join = std::move(*probe);
-          break;
-        }
-        const absl::StatusCode code = probe.status().code();
-        if ((code != absl::StatusCode::kUnavailable && code != absl::StatusCode::kDeadlineExceeded &&
-             code != absl::StatusCode::kCancelled) ||
-            absl::Now() - start > o.reconnect_timeout) {
-          return probe.status();
-        }
-        if (absl::Now() >= next_log) {
-          log(absl::StrCat("waiting for the server at ", o.server, ": ", probe.status().message()));
-          next_log = absl::Now() + absl::Seconds(10);
-        }
-        absl::SleepFor(backoff);
-        backoff = std::min(backoff * 2, absl::Seconds(2));
-      }
+    REGTOPK_ASSIGN_OR_RETURN(JoinReply job, ProbeJob(client.get(), o.worker_id, dim,
+                                                     layout_digest, o.reconnect_timeout, log));
+    REGTOPK_ASSIGN_OR_RETURN(WorkerData data,
+                             source->Split(static_cast<int>(job.config.num_workers), o.worker_id,
+                                           job.config.seed));
+    source.reset();  // the whole training set is no longer needed
+    const torch::Tensor train_x = FeaturesOf(data.train), train_y = TargetsOf(data.train);
+    torch::Tensor test_x, test_y;
+    if (data.test.num_examples > 0) {
+      test_x = FeaturesOf(data.test).to(device);
+      test_y = TargetsOf(data.test).to(device);
     }
-    const int n_workers = static_cast<int>(join.config.num_workers);
-    const uint64_t data_seed = join.config.seed;
-    size_t num_samples = 0;
-    if (o.dataset == "linreg") {
-      LinRegOptions lo;
-      lo.workers = n_workers;
-      lo.seed = data_seed;
-      REGTOPK_ASSIGN_OR_RETURN(LinRegData lr, MakeLinRegData(lo));
-      REGTOPK_ASSIGN_OR_RETURN(data.problem, MakeLinRegProblem(lo));
-      const int64_t m = static_cast<int64_t>(lo.samples_per_worker);
-      data.train_x =
-          torch::from_blob(lr.features[o.worker_id].data(), {m, 100}, torch::kFloat).clone();
-      data.train_y = torch::from_blob(lr.labels[o.worker_id].data(), {m}, torch::kFloat).clone();
-      data.initial = lr.initial;
-      num_samples = m;
-    } else if (o.dataset == "toy") {
-      if (n_workers != 2)
-        return absl::FailedPreconditionError("the toy problem needs a 2-worker job");
-      data.problem = MakeToyProblem();
-      const float x0 = o.worker_id == 0 ? 100.0f : -100.0f;
-      data.train_x = torch::tensor({x0, 1.0f}).reshape({1, 2});
-      data.train_y = torch::ones({1});
-      data.initial = data.problem->InitialTheta();
-      num_samples = 1;
-    } else {
-      REGTOPK_ASSIGN_OR_RETURN(PartitionSpec spec, ParsePartition(o.partition));
-      REGTOPK_ASSIGN_OR_RETURN(auto parts, Partition(train_set.labels, train_set.num_classes, spec,
-                                                     n_workers, data_seed));
-      const std::vector<size_t>& mine = parts[o.worker_id];
-      data.train_x = FeaturesTensor(train_set, mine);
-      data.train_y = LabelsTensor(train_set, mine);
-      std::vector<size_t> test_rows = AllRows(test_set.num_examples);
-      if (o.max_eval_examples > 0 && o.max_eval_examples < test_rows.size()) {
-        test_rows.resize(o.max_eval_examples);
-      }
-      data.test_x = FeaturesTensor(test_set, test_rows).to(device);
-      data.test_y = LabelsTensor(test_set, test_rows).to(device);
-      num_samples = mine.size();
-      train_set = Dataset();
-    }
-    model->to(device);
+    model->To(device);
 
     std::vector<float> initial(dim);
     if (!data.initial.empty()) {
       initial = data.initial;
     } else {
-      int64_t at = 0;
-      for (const auto& p : params) {
-        torch::Tensor cpu = p.detach().to(torch::kCPU).contiguous();
-        std::memcpy(initial.data() + at, cpu.data_ptr<float>(), cpu.numel() * sizeof(float));
-        at += cpu.numel();
-      }
+      REGTOPK_RETURN_IF_ERROR(CopyParametersTo(*model, absl::MakeSpan(initial)));
     }
     WorkerSessionOptions so;
     so.worker_id = o.worker_id;
-    so.num_samples = num_samples;
+    so.num_samples = data.train.num_examples;
     so.layout_digest = layout_digest;
+    so.partition_digest = data.partition_digest;
     so.start_timeout = o.start_timeout;
     so.reconnect_timeout = o.reconnect_timeout;
     so.state_dir = o.state_dir;
@@ -313,83 +325,44 @@ absl::Status RunWorker(const TrainerOptions& o) {
     so.log = log;
     REGTOPK_ASSIGN_OR_RETURN(std::unique_ptr<WorkerSession> session,
                              WorkerSession::Start(client.get(), so, std::move(initial)));
-    REGTOPK_RETURN_IF_ERROR(open_metrics(session->resumed()));
-
-    auto load_parameters = [&] {
-      torch::NoGradGuard no_grad;
-      const float* src = session->parameters().data();
-      int64_t at = 0;
-      for (auto& p : params) {
-        p.copy_(torch::from_blob(const_cast<float*>(src + at), p.sizes(), torch::kFloat));
-        at += p.numel();
-      }
-    };
-    auto loss_of = [&](const torch::Tensor& out, const torch::Tensor& y) {
-      if (o.dataset == "linreg") return (out - y).pow(2).mean();
-      if (o.dataset == "toy") return torch::nn::functional::softplus(-out * y).mean();
-      return torch::nn::functional::cross_entropy(out, y);
-    };
-    auto evaluate = [&](double* loss, double* accuracy) {
-      torch::NoGradGuard no_grad;
-      model->eval();
-      double total_loss = 0, correct = 0;
-      const int64_t n = data.test_x.size(0);
-      for (int64_t start = 0; start < n; start += 1000) {
-        const int64_t end = std::min(n, start + 1000);
-        torch::Tensor out = model->forward(data.test_x.slice(0, start, end));
-        torch::Tensor y = data.test_y.slice(0, start, end);
-        total_loss += ToFloat(torch::nn::functional::cross_entropy(
-            out, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)));
-        correct += out.argmax(1).eq(y).sum().item<int64_t>();
-      }
-      model->train();
-      *loss = total_loss / n;
-      *accuracy = correct / n;
+    REGTOPK_RETURN_IF_ERROR(metrics.Open(session->resumed()));
+    auto save_model = [&](uint64_t round) -> absl::Status {
+      if (o.save_model.empty()) return absl::OkStatus();
+      REGTOPK_RETURN_IF_ERROR(SaveStateDict(*model, o.save_model));
+      log(absl::StrCat("saved the model after round ", round, " to ", o.save_model));
+      return absl::OkStatus();
     };
 
-    load_parameters();
-    const int64_t local_n = data.train_x.size(0);
+    CopyParametersFrom(*model, session->parameters());
+    const int64_t local_n = train_x.size(0);
     std::vector<float> grad(dim);
     uint64_t bytes_pushed_total = 0;
     BatchOrder batches(o.seed, o.worker_id, local_n, o.batch_size);
-    model->train();
+    model->SetTraining(true);
     while (!session->finished()) {
       const absl::Time t0 = absl::Now();
-      torch::Tensor x, y;
-      if (data.full_batch) {
-        x = data.train_x;
-        y = data.train_y;
-      } else {
+      torch::Tensor x = train_x, y = train_y;
+      if (!data.full_batch) {
         torch::Tensor idx = torch::from_blob(const_cast<int64_t*>(batches.Rows(session->round())),
                                              {batches.batch()}, torch::kLong);
-        x = data.train_x.index_select(0, idx);
-        y = data.train_y.index_select(0, idx);
+        x = train_x.index_select(0, idx);
+        y = train_y.index_select(0, idx);
       }
       x = x.to(device);
       y = y.to(device);
-      model->zero_grad();
-      torch::Tensor loss = loss_of(model->forward(x), y);
+      for (auto& [name, p] : model->Parameters()) p.mutable_grad() = torch::Tensor();
+      torch::Tensor loss = loss_of(model->Forward(x), y);
       loss.backward();
-      {
-        int64_t at = 0;
-        for (const auto& p : params) {
-          torch::Tensor g = p.grad().defined() ? p.grad() : torch::zeros_like(p);
-          torch::Tensor cpu = g.to(torch::kCPU).contiguous();
-          std::memcpy(grad.data() + at, cpu.data_ptr<float>(), cpu.numel() * sizeof(float));
-          at += cpu.numel();
-        }
-      }
+      CopyGradientsTo(*model, absl::MakeSpan(grad));
       const double train_loss = ToFloat(loss);
       const absl::Time t1 = absl::Now();
       REGTOPK_ASSIGN_OR_RETURN(StepStats stats, session->Step(grad));
       const absl::Time t2 = absl::Now();
-      load_parameters();
+      CopyParametersFrom(*model, session->parameters());
       if (stats.rolled_back) {
         // Nothing completed: the session is back at a committed round; redo from there.
-        if (metrics.is_open()) {
-          metrics << absl::StrFormat("{\"rollback_to\":%d,\"worker\":%d}\n", stats.round, o.worker_id);
-          metrics.flush();
-        }
+        metrics.Write(
+            absl::StrFormat("{\"rollback_to\":%d,\"worker\":%d}\n", stats.round, o.worker_id));
         continue;
       }
       bytes_pushed_total += stats.bytes_pushed;
@@ -398,7 +371,7 @@ absl::Status RunWorker(const TrainerOptions& o) {
                             session->config().total_rounds
                                 ? absl::StrCat("/", session->config().total_rounds)
                                 : std::string(),
-                            ToFloat(loss), bytes_pushed_total / 1e6));
+                            train_loss, bytes_pushed_total / 1e6));
       }
       const double compute_seconds =
           absl::ToDoubleSeconds(t1 - t0) + absl::ToDoubleSeconds(absl::Now() - t2);
@@ -416,13 +389,14 @@ absl::Status RunWorker(const TrainerOptions& o) {
                               data.problem->Metric(session->parameters()));
       }
       const bool last = session->finished();
-      if (o.evaluate && data.test_x.defined() &&
+      if (o.evaluate && test_x.defined() &&
           ((o.eval_every > 0 && (stats.round + 1) % o.eval_every == 0) || last)) {
-        double test_loss, accuracy;
-        evaluate(&test_loss, &accuracy);
-        prometheus.RecordAccuracy(accuracy);
-        absl::StrAppendFormat(&line, ",\"test_loss\":%.6g,\"test_accuracy\":%.6g", test_loss,
-                              accuracy);
+        const Evaluation e = Evaluate(*model, loss_of, test_x, test_y, !regression);
+        absl::StrAppendFormat(&line, ",\"test_loss\":%.6g", e.loss);
+        if (!regression) {
+          prometheus.RecordAccuracy(e.accuracy);
+          absl::StrAppendFormat(&line, ",\"test_accuracy\":%.6g", e.accuracy);
+        }
       }
       if (last) {
         absl::StrAppendFormat(&line, ",\"final\":true,\"param_digest\":\"%016x\"",
@@ -430,15 +404,12 @@ absl::Status RunWorker(const TrainerOptions& o) {
       }
       if (stats.resynced) absl::StrAppend(&line, ",\"resynced\":true");
       line += "}\n";
-      if (metrics.is_open()) {
-        metrics << line;
-        metrics.flush();
+      metrics.Write(line);
+      if (last || session->config().IsCheckpointRound(stats.round + 1)) {
+        REGTOPK_RETURN_IF_ERROR(save_model(stats.round + 1));
       }
     }
-    if (metrics.is_open() && !metrics) {
-      return absl::DataLossError(absl::StrCat("writing '", o.metrics_path, "' failed"));
-    }
-    return absl::OkStatus();
+    return metrics.Close();
   });
 }
 

@@ -1,7 +1,8 @@
-// RunWorker: a whole training worker. Loads its data, builds the model with LibTorch, joins the
-// server (which supplies the job config), and trains until the job's last round: forward and
-// backward on a local batch, flatten the gradient, and hand it to a WorkerSession (sparsify,
-// push, apply the aggregate). Blocking; the header is free of LibTorch.
+// RunWorker: a whole training worker. Loads its data (a DataSource), builds or loads the model
+// (a TrainableModel), joins the server (which supplies the job config), and trains until the
+// job's last round: forward and backward on a local batch, flatten the gradient, and hand it to
+// a WorkerSession (sparsify, push, apply the aggregate). Blocking; the header is free of
+// LibTorch.
 #ifndef REGTOPK_WORKER_TRAIN_TRAINER_H_
 #define REGTOPK_WORKER_TRAIN_TRAINER_H_
 
@@ -11,17 +12,23 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "worker/data/data_source.h"
 
 namespace regtopk {
 
 struct TrainerOptions {
   std::string server;  // host:port
   uint32_t worker_id = 0;
-  // mlp, cnn, resnet18 (images); linear (linreg); logistic (toy).
+  // mlp, cnn, resnet18 (images); linear (linreg); logistic (toy); or PATH.pt (TorchScript).
   std::string model = "mlp";
   // fashion-mnist, cifar10, linreg (the paper's synthetic linear regression; one data set per
-  // worker), toy (the paper's 2-worker logistic regression).
+  // worker), toy (the paper's 2-worker logistic regression), npz (train_data / test_data).
   std::string dataset = "fashion-mnist";
+  std::string train_data, test_data;  // npz
+  // cross_entropy, mse; empty = the module's own loss(), else by the kind of target.
+  std::string loss;
+  // Where the trained state_dict goes (end of job and checkpoint rounds); empty = nowhere.
+  std::string save_model;
   std::string data_dir = "/usr/share/datasets/fashion-mnist";
   // iid, dirichlet:ALPHA, quantity[:RATIO] (ignored by the synthetic data sets).
   std::string partition = "iid";
@@ -50,6 +57,7 @@ struct TrainerOptions {
 
   // INVALID_ARGUMENT naming the bad field.
   absl::Status Validate() const;
+  DataSourceOptions SourceOptions() const;
 };
 
 // BatchOrder: the local batch of each round, as positions into this worker's `n` examples,
