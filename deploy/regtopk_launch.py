@@ -90,8 +90,13 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[ServerFlag]]:
         else:
             srv.add_argument(f"--{f.name}", default=default, help=f"{f.help} (default: {shown})")
     wrk = p.add_argument_group("worker flags")
-    wrk.add_argument("--model", default="mlp")
-    wrk.add_argument("--dataset", default="fashion-mnist")
+    wrk.add_argument("--model", default="mlp", help="a built-in model or PATH.pt (TorchScript)")
+    wrk.add_argument("--dataset", default="", help="default: npz with --train-data, else fashion-mnist")
+    wrk.add_argument("--train-data", default="", help="PATH.npz with x and y (your own data)")
+    wrk.add_argument("--test-data", default="", help="PATH.npz with x and y")
+    wrk.add_argument("--loss", default="", help="cross_entropy or mse (default: see regtopk-worker --help)")
+    wrk.add_argument("--save-model", default="",
+                     help="worker 0 writes the trained state_dict here (torch.load reads it)")
     wrk.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
     wrk.add_argument("--partition", default="iid", help="iid, dirichlet:ALPHA or quantity[:RATIO]")
     wrk.add_argument("--batch-size", type=int, default=64)
@@ -206,12 +211,19 @@ class Job:
 
     def worker_argv(self, w: int) -> list[str]:
         a = self.args
+        dataset = a.dataset or ("npz" if a.train_data else "fashion-mnist")
         argv = [self.worker_bin, f"--server={self.address}", f"--worker-id={w}",
-                f"--model={a.model}", f"--dataset={a.dataset}", f"--data-dir={a.data_dir}",
+                f"--model={a.model}", f"--dataset={dataset}", f"--data-dir={a.data_dir}",
                 f"--partition={a.partition}", f"--batch-size={a.batch_size}",
                 f"--device={a.device}", f"--eval-every={a.eval_every}",
                 f"--max-eval-examples={a.max_eval_examples}", f"--seed={a.seed}",
                 f"--metrics={os.path.join(a.output, f'worker_{w}.jsonl')}"]
+        for flag, value in (("train-data", a.train_data), ("test-data", a.test_data),
+                            ("loss", a.loss)):
+            if value:
+                argv.append(f"--{flag}={value}")
+        if a.save_model and w == 0:
+            argv.append(f"--save-model={a.save_model}")
         if a.checkpoint_dir:
             argv.append(f"--state-dir={os.path.join(a.checkpoint_dir, f'worker-{w}')}")
         elif a.restart_on_failure:
