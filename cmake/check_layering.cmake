@@ -36,7 +36,9 @@ set(rules
   "client|worker/|the client is below the worker"
   "server|worker/|server/ and worker/ never include each other"
   "server|client/|the server does not use the client"
-  "worker|server/|server/ and worker/ never include each other")
+  "worker|server/|server/ and worker/ never include each other"
+  "python|server/|the Python API wraps the worker's code, not the server's"
+  "python|torch/|the Python API links no LibTorch (it works with Debian's python3-torch)")
 foreach(rule IN LISTS rules)
   string(REPLACE "|" ";" parts "${rule}")
   list(GET parts 0 folder)

@@ -19,6 +19,8 @@ packages=(
   iproute2 prometheus curl
   # data and plots
   dataset-fashion-mnist python3-matplotlib
+  # the Python API (pybind11 extension) and its tests: Debian's PyTorch and NumPy
+  pybind11-dev python3-dev python3-numpy python3-torch
 )
 
 missing=()

@@ -4,5 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/install-deps.sh
 deploy/build.sh
+deploy/install-python.sh
 cd build
 ctest --output-on-failure -j 2 --timeout 600

@@ -1,0 +1,146 @@
+"""PyTorch integration: a DistributedOptimizer in the style of Horovod's and BytePS's.
+
+    import regtopk.torch as rt
+    opt = rt.DistributedOptimizer(model, server="host:port", worker_id=0)
+    for x, y in loader:
+        opt.zero_grad(); loss_fn(model(x), y).backward(); opt.step()
+        if opt.finished: break
+
+Construction joins the job (waiting for the server), reads the job's config and either uploads
+the model's parameters (the first worker) or pulls the server's. step() flattens the gradients
+(named_parameters() order), sparsifies them with the job's algorithm, pushes them, and applies
+the round's aggregate to the parameters in place with the job's optimizer, exactly as the
+server does: every replica stays bit-identical to the server (checked by digest every few
+rounds; a drifted replica is re-pulled).
+
+The optimizer is the job's, configured on the server (--optimizer, --lr, ...), not here.
+Parameters live on any device; the exchange goes through a flat float32 CPU buffer.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from regtopk import _core
+
+__all__ = ["DistributedOptimizer", "job_config", "layout_of"]
+
+
+def layout_of(model: torch.nn.Module) -> str:
+    """The layout string the server's layout digest covers ("name:AxB;" per parameter), the
+    same as the C++ worker's for a module with the same parameters."""
+    return "".join(f"{n}:{'x'.join(str(s) for s in p.shape)};" for n, p in model.named_parameters())
+
+
+def job_config(model: torch.nn.Module, server: str, worker_id: int = 0,
+               rpc_timeout: float = 30.0) -> dict:
+    """The job's config, without joining (e.g. to split the data by its num_workers and seed
+    before constructing the optimizer)."""
+    dim = sum(p.numel() for p in model.parameters())
+    return _core.probe(server, worker_id, dim, layout_of(model), rpc_timeout)
+
+
+class DistributedOptimizer:
+    """Trains `model` in the regtopk job at `server` as worker `worker_id`.
+
+    num_samples: this worker's number of training samples (the weight when the job weights by
+      samples). state_dir: where the worker's state is saved before each checkpoint round, so a
+      restarted process resumes bit-identically (required when the server checkpoints).
+      allow_fresh_state: join a running job without saved state (not bit-identical).
+    Timeouts are in seconds, as the C++ worker's flags.
+    """
+
+    def __init__(self, model: torch.nn.Module, server: str, worker_id: int, *,
+                 num_samples: int = 1, state_dir: str = "", allow_fresh_state: bool = False,
+                 partition_digest: int = 0, rpc_timeout: float = 30.0,
+                 push_timeout: float = 900.0, start_timeout: float = 300.0,
+                 reconnect_timeout: float = 300.0):
+        self.model = model
+        self._params = [p for _, p in model.named_parameters()]
+        if not self._params:
+            raise ValueError("the model has no parameters")
+        for n, p in model.named_parameters():
+            if p.dtype != torch.float32:
+                raise ValueError(f"parameter {n} is {p.dtype}; regtopk trains float32 parameters")
+        self._sizes = [p.numel() for p in self._params]
+        dim = sum(self._sizes)
+        with torch.no_grad():
+            initial = torch.cat([p.detach().reshape(-1).cpu() for p in self._params]).numpy()
+        self._session = _core.Session(
+            server, worker_id, initial, layout_of(model), num_samples=num_samples,
+            state_dir=state_dir, allow_fresh_state=allow_fresh_state,
+            partition_digest=partition_digest, rpc_timeout=rpc_timeout,
+            push_timeout=push_timeout, start_timeout=start_timeout,
+            reconnect_timeout=reconnect_timeout)
+        # The flat gradient handed to C++ (reused), and a zero-copy view of the replica.
+        self._grad = torch.zeros(dim, dtype=torch.float32)
+        with warnings.catch_warnings():
+            # The view is read-only on purpose: only the session writes the replica.
+            warnings.simplefilter("ignore", UserWarning)
+            self._replica = torch.from_numpy(self._session.parameters())
+        self.last_stats: dict = {}
+        self._load()
+
+    # The job.
+    @property
+    def round(self) -> int:
+        """The round this worker computes a gradient for next."""
+        return self._session.round
+
+    @property
+    def finished(self) -> bool:
+        """The job's last round is done."""
+        return self._session.finished
+
+    @property
+    def config(self) -> dict:
+        return self._session.config
+
+    @property
+    def resumed(self) -> bool:
+        return self._session.resumed
+
+    @property
+    def resyncs(self) -> int:
+        return self._session.resyncs
+
+    def parameters_digest(self) -> int:
+        """The digest of the replica, equal to the server's (and the C++ workers')."""
+        return _core.digest_floats(self._session.parameters())
+
+    # torch.optim.Optimizer's interface.
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self._params:
+            if p.grad is None:
+                continue
+            if set_to_none:
+                p.grad = None
+            else:
+                p.grad.zero_()
+
+    def step(self, closure=None) -> dict:
+        """One round: push this worker's gradient, apply the aggregate. Returns the round's
+        statistics (see WorkerSession's StepStats). When stats["rolled_back"] is true the job
+        went back to a committed checkpoint round: the parameters are that round's now."""
+        if closure is not None:
+            with torch.enable_grad():
+                closure()
+        at = 0
+        with torch.no_grad():
+            for p, n in zip(self._params, self._sizes):
+                if p.grad is None:
+                    self._grad[at:at + n].zero_()
+                else:
+                    self._grad[at:at + n].copy_(p.grad.reshape(-1))
+                at += n
+        self.last_stats = self._session.step(self._grad.numpy())
+        self._load()
+        return self.last_stats
+
+    def _load(self) -> None:
+        at = 0
+        with torch.no_grad():
+            for p, n in zip(self._params, self._sizes):
+                p.copy_(self._replica[at:at + n].view_as(p))
+                at += n
