@@ -90,6 +90,25 @@ TEST(ParameterServer, AggregateEqualsDirectComputationBitForBit) {
   EXPECT_GT(status->bytes_out, 0u);
 }
 
+// Workers that split the data differently (another data set, partition or standard library)
+// would train on overlapping or missing examples: the server refuses the second split.
+TEST(ParameterServer, RefusesAWorkerWhoseDataSplitDiffers) {
+  TestServer server(Options(3, Algorithm::kTopK, 0.1));
+  auto client = server.NewClient();
+  JoinIdentity a;
+  a.partition_digest = 0x1234;
+  ASSERT_TRUE(client->Join(0, 10, 100, 7, a).ok());
+  ASSERT_TRUE(client->Join(1, 10, 100, 7, a).ok());
+  JoinIdentity b = a;
+  b.partition_digest = 0x9999;
+  auto refused = client->Join(2, 10, 100, 7, b);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(refused.status().message()),
+              ::testing::HasSubstr("worker 2 split the training data differently from worker 0"));
+  JoinIdentity none;  // not split by regtopk: not checked
+  EXPECT_TRUE(client->Join(2, 10, 100, 7, none).ok());
+}
+
 TEST(ParameterServer, RetryOfAHeldPushTakesOverWithoutCountingTwice) {
   const size_t dim = 100;
   TestServer server(Options(2, Algorithm::kTopK, 0.05));  // k = 5
