@@ -32,16 +32,18 @@ constexpr int kRounds = 200;
 
 class Job {
  public:
-  explicit Job(const std::string& name, double round_timeout = 60) : dir_(NewTempDir(name)),
-                                                                     round_timeout_(round_timeout) {}
+  explicit Job(const std::string& name, double round_timeout = 60,
+               std::vector<std::string> optimizer = {"--lr=0.01", "--momentum=0.9"})
+      : dir_(NewTempDir(name)), round_timeout_(round_timeout), optimizer_(std::move(optimizer)) {}
 
   void StartServer(std::vector<std::string> extra = {}) {
     std::vector<std::string> args{
         "--host=127.0.0.1", absl::StrCat("--port=", port_), absl::StrCat("--workers=", kWorkers),
-            "--algorithm=regtopk", "--density=0.05", "--mu=4", "--lr=0.01", "--momentum=0.9",
+            "--algorithm=regtopk", "--density=0.05", "--mu=4",
             absl::StrCat("--rounds=", kRounds), "--checkpoint-dir=" + dir_ + "/server",
             "--checkpoint-every=10", "--linger-seconds=1", "--log-every=0",
             absl::StrCat("--round-timeout-seconds=", round_timeout_)};
+    args.insert(args.end(), optimizer_.begin(), optimizer_.end());
     args.insert(args.end(), extra.begin(), extra.end());
     server_ = std::make_unique<Subprocess>(kBin + "/regtopk-server", args);
     if (!extra.empty()) return;  // the caller checks what happens
@@ -113,6 +115,7 @@ class Job {
  private:
   const std::string dir_;
   const double round_timeout_;
+  const std::vector<std::string> optimizer_;
   std::string port_ = "0";
   std::unique_ptr<Subprocess> server_;
   std::unique_ptr<Subprocess> workers_[kWorkers];
@@ -183,6 +186,26 @@ TEST(Recovery, ServerAndAWorkerKilledTogetherEndBitIdentical) {
   job.StartServer();
   job.StartWorker(1);
   ExpectBitIdentical(job.Finish());
+}
+
+// Adam with a warm-up and a cosine schedule: two moments of state per parameter on the server
+// and in every worker's saved state, and a learning rate that changes every round.
+TEST(Recovery, AdamJobWithAScheduleSurvivesServerAndWorkerKills) {
+  const std::vector<std::string> adam = {"--optimizer=adam", "--lr=0.01", "--warmup-rounds=20",
+                                         "--lr-schedule=cosine", "--weight-decay=0.001"};
+  Job reference("regtopk_recovery_adam_ref", 60, adam);
+  reference.Start();
+  const std::vector<std::string> want = reference.Finish();
+  ASSERT_NE(want[0], "none");
+  ASSERT_NE(want[0], Reference()[0]) << "Adam's run differs from SGD's";
+  Job job("regtopk_recovery_adam", 60, adam);
+  job.Start();
+  job.WaitForRound(CrashRound(9));
+  job.KillServer();
+  job.KillWorker(2);
+  job.StartServer();
+  job.StartWorker(2);
+  EXPECT_EQ(job.Finish(), want);
 }
 
 TEST(Recovery, ServerKilledWhileWritingACheckpointEndsBitIdentical) {
