@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "common/auth/worker_token.h"
 #include "common/rpc/conversions.h"
 #include "common/wire/chunking.h"
 #include "regtopk/v1/parameter_server.grpc.pb.h"
@@ -17,6 +18,12 @@ absl::Status GrpcClientOptions::Validate() const {
       push_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("client timeouts must be positive");
   }
+  if ((!tls_cert.empty() || !tls_key.empty()) && (tls_cert.empty() || tls_key.empty())) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  }
+  if (!tls_cert.empty() && tls_ca.empty()) {
+    return absl::InvalidArgumentError("a client certificate (--tls-cert) needs --tls-ca");
+  }
   return absl::OkStatus();
 }
 
@@ -24,15 +31,21 @@ namespace {
 
 class GrpcServerClient final : public ServerClient {
  public:
-  explicit GrpcServerClient(const GrpcClientOptions& options) : options_(options) {
+  GrpcServerClient(const GrpcClientOptions& options,
+                   std::shared_ptr<grpc::ChannelCredentials> credentials)
+      : options_(options),
+        token_(options.job_secret.empty() ? "" : WorkerToken(options.job_secret, options.worker_id)) {
     grpc::ChannelArguments args;
+    if (!options.tls_server_name.empty()) {
+      args.SetSslTargetNameOverride(options.tls_server_name);
+    }
     args.SetMaxReceiveMessageSize(kMaxMessageBytes);
     // A restarted server should be found within seconds, not after gRPC's default reconnect
     // backoff (which grows to two minutes).
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
     args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-    channel_ = grpc::CreateCustomChannel(options.target, grpc::InsecureChannelCredentials(), args);
+    channel_ = grpc::CreateCustomChannel(options.target, credentials, args);
     stub_ = v1::ParameterServer::NewStub(channel_);
   }
 
@@ -200,8 +213,13 @@ class GrpcServerClient final : public ServerClient {
   }
 
  private:
-  static void SetDeadline(grpc::ClientContext* context, absl::Duration timeout) {
+  // The deadline, and the worker's token when the job has a secret.
+  void SetDeadline(grpc::ClientContext* context, absl::Duration timeout) const {
     context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    if (!token_.empty()) {
+      context->AddMetadata(kWorkerIdMetadata, absl::StrCat(options_.worker_id));
+      context->AddMetadata(kWorkerTokenMetadata, token_);
+    }
   }
 
   // Keeps the server's code and says which call to which server failed.
@@ -213,6 +231,7 @@ class GrpcServerClient final : public ServerClient {
   }
 
   const GrpcClientOptions options_;
+  const std::string token_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::ParameterServer::Stub> stub_;
 };
@@ -222,7 +241,23 @@ class GrpcServerClient final : public ServerClient {
 absl::StatusOr<std::unique_ptr<ServerClient>> CreateGrpcServerClient(
     const GrpcClientOptions& options) {
   if (absl::Status s = options.Validate(); !s.ok()) return s;
-  return std::unique_ptr<ServerClient>(new GrpcServerClient(options));
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (!options.tls_ca.empty()) {
+    grpc::SslCredentialsOptions ssl;
+    auto ca = ReadPemFile(options.tls_ca, "--tls-ca");
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *ca;
+    if (!options.tls_cert.empty()) {
+      auto cert = ReadPemFile(options.tls_cert, "--tls-cert");
+      if (!cert.ok()) return cert.status();
+      auto key = ReadPemFile(options.tls_key, "--tls-key");
+      if (!key.ok()) return key.status();
+      ssl.pem_cert_chain = *cert;
+      ssl.pem_private_key = *key;
+    }
+    credentials = grpc::SslCredentials(ssl);
+  }
+  return std::unique_ptr<ServerClient>(new GrpcServerClient(options, std::move(credentials)));
 }
 
 }  // namespace regtopk

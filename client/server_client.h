@@ -81,6 +81,17 @@ struct GrpcClientOptions {
   // A push waits for the slowest worker of the round; longer than the server's default round
   // timeout (10 min), so that a dead peer is reported by the server, which knows who is missing.
   absl::Duration push_timeout = absl::Minutes(15);
+  // Transport security. tls_ca (PEM file) turns TLS on and verifies the server against it;
+  // tls_cert / tls_key (PEM files) add this worker's client certificate (mutual TLS: its
+  // subject CN=worker-N is the worker's identity). Empty = plaintext.
+  std::string tls_ca, tls_cert, tls_key;
+  // The name the server's certificate must carry, when `target` is an address it does not
+  // list (e.g. an IP); empty = the target's host.
+  std::string tls_server_name;
+  // A job secret (the contents of --job-secret-file): every call carries worker `worker_id`'s
+  // token derived from it (common/auth/worker_token.h). Empty = no token.
+  std::string job_secret;
+  uint32_t worker_id = 0;
 
   absl::Status Validate() const;
 };

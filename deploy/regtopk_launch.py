@@ -16,6 +16,7 @@ import json
 import os
 import re
 import select
+import secrets
 import signal
 import subprocess
 import sys
@@ -28,7 +29,8 @@ PROGRAM = "regtopk-launch"
 
 # Server flags the launcher sets itself: where it listens, and where its checkpoints go (a
 # subfolder of the launcher's own --checkpoint-dir).
-LAUNCHER_OWNED = {"host", "port", "checkpoint-dir"}
+LAUNCHER_OWNED = {"host", "port", "checkpoint-dir", "tls-cert", "tls-key", "tls-ca",
+                  "job-secret-file", "insecure"}
 # Server flags whose launcher default differs from the server's (a launched job must end; the
 # paper's RegTop-k settings; a quiet server log).
 LAUNCHER_DEFAULTS = {"algorithm": "regtopk", "seed": "1", "workers": "4", "density": "0.01", "mu": "5.0", "lr": "0.1",
@@ -114,6 +116,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[ServerFlag]]:
                           "(DIR/worker-N); a launch on a folder that holds them resumes the job")
     lau.add_argument("--restart-on-failure", type=int, default=0, metavar="M",
                      help="restart a crashed server or worker up to M times each (default: 0)")
+    lau.add_argument("--tls-dir", default="",
+                     help="mutual TLS for every process with the files deploy/make-certs.sh wrote "
+                          "(ca.pem, server.pem/.key, worker-N.pem/.key)")
+    lau.add_argument("--job-secret-file", default="",
+                     help="the job's secret (default: a fresh one in OUTPUT/job.secret): every "
+                          "worker proves its id with a token derived from it")
     lau.add_argument("--server-start-seconds", type=float, default=30.0,
                      help="give up if the server has not printed its address by then (default: 30)")
     args = p.parse_args(argv)
@@ -200,7 +208,11 @@ class Job:
         return os.path.join(self.args.bin_dir, "regtopk-worker")
 
     def server_argv(self, port: int = 0) -> list[str]:
-        argv = [self.server_bin, "--host=127.0.0.1", f"--port={port}"]
+        argv = [self.server_bin, "--host=127.0.0.1", f"--port={port}",
+                f"--job-secret-file={self.args.job_secret_file}"]
+        if self.args.tls_dir:
+            d = self.args.tls_dir
+            argv += [f"--tls-cert={d}/server.pem", f"--tls-key={d}/server.key", f"--tls-ca={d}/ca.pem"]
         if self.args.checkpoint_dir:
             argv.append(f"--checkpoint-dir={os.path.join(self.args.checkpoint_dir, 'server')}")
         for f in self.flags:
@@ -218,6 +230,10 @@ class Job:
                 f"--device={a.device}", f"--eval-every={a.eval_every}",
                 f"--max-eval-examples={a.max_eval_examples}", f"--seed={a.seed}",
                 f"--metrics={os.path.join(a.output, f'worker_{w}.jsonl')}"]
+        argv.append(f"--job-secret-file={a.job_secret_file}")
+        if a.tls_dir:
+            argv += [f"--tls-ca={a.tls_dir}/ca.pem", f"--tls-cert={a.tls_dir}/worker-{w}.pem",
+                     f"--tls-key={a.tls_dir}/worker-{w}.key", "--tls-server-name=localhost"]
         for flag, value in (("train-data", a.train_data), ("test-data", a.test_data),
                             ("loss", a.loss)):
             if value:
@@ -340,6 +356,14 @@ def read_line(pipe: IO[bytes], timeout: float) -> Optional[str]:
 def main() -> None:
     args, flags = parse_args(sys.argv[1:])
     os.makedirs(args.output, exist_ok=True)
+    if not args.job_secret_file:
+        # A fresh secret per launch, readable by this user only: only this job's workers can
+        # act as its workers, even on a shared machine.
+        args.job_secret_file = os.path.join(args.output, "job.secret")
+        fd = os.open(args.job_secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+        os.chmod(args.job_secret_file, 0o600)
     job = Job(args, flags)
     for b in (job.server_bin, job.worker_bin):
         if not os.access(b, os.X_OK):

@@ -86,12 +86,16 @@ def main():
     ap.add_argument("--save-model", default="", help="torch.save the state_dict here at the end")
     ap.add_argument("--log-every", type=int, default=100)
     ap.add_argument("--seed", type=int, default=1)
+    for flag in ("tls-ca", "tls-cert", "tls-key", "tls-server-name", "job-secret-file"):
+        ap.add_argument(f"--{flag}", default="", help="as regtopk-worker's")
     a = ap.parse_args()
+    security = dict(tls_ca=a.tls_ca, tls_cert=a.tls_cert, tls_key=a.tls_key,
+                    tls_server_name=a.tls_server_name, job_secret_file=a.job_secret_file)
     torch.manual_seed(a.seed)
 
     if a.dataset == "linreg":
         model = LinReg()
-        job = rt.job_config(model, a.server, a.worker_id)  # the data depends on the job
+        job = rt.job_config(model, a.server, a.worker_id, **security)  # the data depends on the job
         features, labels, initial = _core.linreg_data(job["num_workers"], job["seed"])
         with torch.no_grad():
             model.fc.weight.copy_(torch.from_numpy(initial).view(1, -1))
@@ -105,7 +109,7 @@ def main():
         tx, ty = npz(a.test_data) if a.test_data else fashion_mnist(a.data_dir, False)
         if a.max_eval_examples:
             tx, ty = tx[:a.max_eval_examples], ty[:a.max_eval_examples]
-        job = rt.job_config(model, a.server, a.worker_id)
+        job = rt.job_config(model, a.server, a.worker_id, **security)
         # This worker's share of the training set: a strided iid split.
         mine = torch.arange(a.worker_id, len(x), job["num_workers"])
         train = TensorDataset(x[mine], y[mine])
@@ -115,7 +119,7 @@ def main():
         loss_fn = F.cross_entropy
 
     opt = rt.DistributedOptimizer(model, server=a.server, worker_id=a.worker_id,
-                                  num_samples=len(train), state_dir=a.state_dir)
+                                  num_samples=len(train), state_dir=a.state_dir, **security)
     sent = 0
     loss = torch.tensor(float("nan"))
     while not opt.finished:

@@ -25,10 +25,26 @@
 #include "common/wire/chunking.h"
 #include "common/wire/sparse_codec.h"
 #include "server/checkpoint.h"
+#include "common/auth/worker_token.h"
+#include "server/auth.h"
 #include "server/coordinator.h"
 #include "server/service.h"
 
-ABSL_FLAG(std::string, host, "0.0.0.0", "address to listen on");
+ABSL_FLAG(std::string, host, "",
+          "address to listen on; default 0.0.0.0 with TLS, else 127.0.0.1 (other addresses "
+          "without TLS need --insecure)");
+ABSL_FLAG(std::string, tls_cert, "", "TLS: this server's certificate chain (PEM)");
+ABSL_FLAG(std::string, tls_key, "", "TLS: this server's private key (PEM)");
+ABSL_FLAG(std::string, tls_ca, "",
+          "mutual TLS: the CA (PEM) that signs the workers' certificates; every call but the "
+          "health check then needs a client certificate, whose CN=worker-N is the worker's "
+          "identity");
+ABSL_FLAG(std::string, job_secret_file, "",
+          "a file holding the job's secret: each worker proves its id with a token derived "
+          "from it (for one-way TLS or loopback; mutual TLS needs none)");
+ABSL_FLAG(bool, insecure, false,
+          "allow listening on a non-loopback address without TLS (anyone who can reach the "
+          "port can then read the model; tokens travel in plaintext)");
 ABSL_FLAG(int, port, 50051, "port to listen on; 0 picks a free one (printed on stdout)");
 ABSL_FLAG(int, workers, 1, "number of workers in the job (worker ids 0..workers-1)");
 ABSL_FLAG(std::string, algorithm, "regtopk", "dense, topk, randk or regtopk");
@@ -252,13 +268,62 @@ int Main() {
   if (!coordinator.ok()) FlagErrorExit(kProgram, coordinator.status().message());
 
 
-  ParameterServerService service(coordinator->get());
+  // Transport security and identity (see server/auth.h).
+  const std::string tls_cert = absl::GetFlag(FLAGS_tls_cert), tls_key = absl::GetFlag(FLAGS_tls_key),
+                    tls_ca = absl::GetFlag(FLAGS_tls_ca);
+  if (tls_cert.empty() != tls_key.empty()) FlagErrorExit(kProgram, "--tls-cert and --tls-key go together");
+  if (!tls_ca.empty() && tls_cert.empty()) FlagErrorExit(kProgram, "--tls-ca needs --tls-cert and --tls-key");
+  const bool tls = !tls_cert.empty();
+  AuthOptions auth_options;
+  auth_options.client_certificates = !tls_ca.empty();
+  if (const std::string f = absl::GetFlag(FLAGS_job_secret_file); !f.empty()) {
+    auto secret = ReadJobSecret(f);
+    if (!secret.ok()) FlagErrorExit(kProgram, secret.status().message());
+    auth_options.job_secret = *secret;
+  }
+  std::string host = absl::GetFlag(FLAGS_host);
+  // Tokens in plaintext are only as private as the network: without TLS, loopback by default.
+  if (host.empty()) host = tls ? "0.0.0.0" : "127.0.0.1";
+  const bool loopback = host == "127.0.0.1" || host == "localhost" || host == "::1" || host == "[::1]";
+  if (!tls && !loopback) {
+    if (!absl::GetFlag(FLAGS_insecure)) {
+      FlagErrorExit(kProgram, absl::StrCat("--host=", host,
+                                           " without TLS needs --insecure (or give --tls-cert and "
+                                           "--tls-key; deploy/make-certs.sh writes them)"));
+    }
+    std::cerr << kProgram << ": WARNING: listening on " << host
+              << " without TLS (--insecure): traffic is plaintext"
+              << (auth_options.enabled() ? "" : " and any client can act as any worker") << "\n";
+  }
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (tls) {
+    auto cert = ReadPemFile(tls_cert, "--tls-cert");
+    auto key = ReadPemFile(tls_key, "--tls-key");
+    if (!cert.ok()) FlagErrorExit(kProgram, cert.status().message());
+    if (!key.ok()) FlagErrorExit(kProgram, key.status().message());
+    grpc::SslServerCredentialsOptions ssl(
+        tls_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                       // Requested and verified, but the handshake does not demand one: the
+                       // health check needs none, and every other call without one gets
+                       // UNAUTHENTICATED from the Authenticator.
+                       : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
+    if (!tls_ca.empty()) {
+      auto ca = ReadPemFile(tls_ca, "--tls-ca");
+      if (!ca.ok()) FlagErrorExit(kProgram, ca.status().message());
+      ssl.pem_root_certs = *ca;
+    }
+    ssl.pem_key_cert_pairs.push_back({*key, *cert});
+    credentials = grpc::SslServerCredentials(ssl);
+  }
+  Authenticator authenticator(auth_options);
+
+  ParameterServerService service(coordinator->get(), &authenticator);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int selected_port = 0;
-  const std::string address = absl::StrCat(absl::GetFlag(FLAGS_host), ":", port);
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &selected_port);
+  const std::string address = absl::StrCat(host, ":", port);
+  builder.AddListeningPort(address, credentials, &selected_port);
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -266,11 +331,12 @@ int Main() {
     std::cerr << kProgram << ": cannot listen on " << address << "\n";
     return 1;
   }
-  std::cout << "regtopk-server listening on " << absl::GetFlag(FLAGS_host) << ":" << selected_port
-            << std::endl;
+  std::cout << "regtopk-server listening on " << host << ":" << selected_port
+            << (tls ? (tls_ca.empty() ? " (TLS)" : " (mutual TLS)") : "")
+            << (auth_options.job_secret.empty() ? "" : " (worker tokens)") << std::endl;
   std::unique_ptr<MetricsHttpExporter> exporter;
   if (const int metrics_port = absl::GetFlag(FLAGS_metrics_port); metrics_port >= 0) {
-    auto e = MetricsHttpExporter::Start(absl::GetFlag(FLAGS_host), metrics_port, &registry);
+    auto e = MetricsHttpExporter::Start(host, metrics_port, &registry);
     if (!e.ok()) {
       std::cerr << kProgram << ": " << e.status().message() << "\n";
       (*coordinator)->Shutdown();
@@ -278,7 +344,7 @@ int Main() {
       return 1;
     }
     exporter = std::move(*e);
-    std::cout << "regtopk-server metrics on http://" << absl::GetFlag(FLAGS_host) << ":"
+    std::cout << "regtopk-server metrics on http://" << host << ":"
               << exporter->port() << "/metrics" << std::endl;
   }
 

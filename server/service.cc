@@ -59,8 +59,9 @@ class Handler : public Reactor {
 
 }  // namespace
 
-ParameterServerService::ParameterServerService(Coordinator* coordinator)
-    : coordinator_(coordinator) {}
+ParameterServerService::ParameterServerService(Coordinator* coordinator,
+                                               const Authenticator* auth)
+    : coordinator_(coordinator), auth_(auth) {}
 
 void ParameterServerService::AddBytesIn(size_t n) {
   bytes_in_.fetch_add(n, std::memory_order_relaxed);
@@ -76,6 +77,10 @@ grpc::ServerUnaryReactor* ParameterServerService::Join(grpc::CallbackServerConte
                                                        const v1::JoinRequest* request,
                                                        v1::JoinResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (grpc::Status s = Check(*context, request->worker_id()); !s.ok()) {
+    reactor->Finish(s);
+    return reactor;
+  }
   JoinIdentity identity;
   identity.session_id = request->session_id();
   identity.state_rounds.assign(request->state_rounds().begin(), request->state_rounds().end());
@@ -103,6 +108,14 @@ grpc::ServerUnaryReactor* ParameterServerService::Join(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* ParameterServerService::GetStatus(grpc::CallbackServerContext* context,
                                                             const v1::GetStatusRequest*,
                                                             v1::GetStatusResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (auth_ != nullptr) {
+    std::optional<uint32_t> who;
+    if (grpc::Status a = auth_->Identify(*context, &who); !a.ok()) {
+      reactor->Finish(a);
+      return reactor;
+    }
+  }
   CoordinatorStatus s = coordinator_->GetStatus();
   response->set_round(s.round);
   response->set_workers_joined(s.workers_joined);
@@ -120,7 +133,6 @@ grpc::ServerUnaryReactor* ParameterServerService::GetStatus(grpc::CallbackServer
     response->set_last_round_nnz(s.last_round->nnz);
     response->set_last_round_encoded_bytes(s.last_round->encoded.size());
   }
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -128,7 +140,8 @@ grpc::ServerUnaryReactor* ParameterServerService::GetStatus(grpc::CallbackServer
 // Collects the uploaded chunks in order, then hands the whole buffer to the coordinator.
 class UploadReactor final : public Handler<grpc::ServerReadReactor<v1::ParameterChunk>> {
  public:
-  explicit UploadReactor(ParameterServerService* service) : service_(service) {
+  UploadReactor(ParameterServerService* service, grpc::CallbackServerContext* context)
+      : service_(service), context_(context) {
     StartRead(&chunk_);
   }
 
@@ -146,6 +159,8 @@ class UploadReactor final : public Handler<grpc::ServerReadReactor<v1::Parameter
     if (!started_) {
       started_ = true;
       worker_id_ = chunk_.worker_id();
+      // Authenticated before anything is allocated for the upload.
+      if (grpc::Status a = service_->Check(*context_, worker_id_); !a.ok()) return Done(a);
       dim_ = chunk_.dim();
       const uint64_t expected = service_->coordinator_->dim();
       if (expected == 0 || dim_ != expected) {
@@ -176,6 +191,7 @@ class UploadReactor final : public Handler<grpc::ServerReadReactor<v1::Parameter
 
  private:
   ParameterServerService* const service_;
+  grpc::CallbackServerContext* const context_;
   v1::ParameterChunk chunk_;
   bool started_ = false;
   uint32_t worker_id_ = 0;
@@ -185,15 +201,20 @@ class UploadReactor final : public Handler<grpc::ServerReadReactor<v1::Parameter
 };
 
 grpc::ServerReadReactor<v1::ParameterChunk>* ParameterServerService::UploadParameters(
-    grpc::CallbackServerContext*, v1::UploadParametersResponse*) {
-  return new UploadReactor(this);
+    grpc::CallbackServerContext* context, v1::UploadParametersResponse*) {
+  return new UploadReactor(this, context);
 }
 
 // Streams a snapshot of the parameters in chunks, one write in flight at a time.
 class PullReactor final : public Handler<grpc::ServerWriteReactor<v1::ParameterChunk>> {
  public:
-  PullReactor(ParameterServerService* service, uint32_t worker_id, bool include_optimizer_state)
+  PullReactor(ParameterServerService* service, grpc::CallbackServerContext* context,
+              uint32_t worker_id, bool include_optimizer_state)
       : service_(service) {
+    if (grpc::Status a = service_->Check(*context, worker_id); !a.ok()) {
+      Done(a);
+      return;
+    }
     auto snapshot = service_->coordinator_->GetParameters(include_optimizer_state);
     if (!snapshot.ok()) {
       Done(ToGrpcStatus(snapshot.status()));
@@ -245,8 +266,8 @@ class PullReactor final : public Handler<grpc::ServerWriteReactor<v1::ParameterC
 };
 
 grpc::ServerWriteReactor<v1::ParameterChunk>* ParameterServerService::PullParameters(
-    grpc::CallbackServerContext*, const v1::PullParametersRequest* request) {
-  return new PullReactor(this, request->worker_id(), request->include_optimizer_state());
+    grpc::CallbackServerContext* context, const v1::PullParametersRequest* request) {
+  return new PullReactor(this, context, request->worker_id(), request->include_optimizer_state());
 }
 
 // Reads the push's chunks until the client half-closes, submits the push, and when the round
@@ -273,7 +294,16 @@ class PushReactor final
       round_ = in_.round();
       total_ = in_.total_bytes();
       saved_state_round_ = in_.saved_state_round();
+      if (grpc::Status a = service_->Check(*context_, worker_id_); !a.ok()) {
+        return Reject("unauthenticated", a);
+      }
       const uint64_t dim = service_->coordinator_->dim();
+      if (dim == 0) {
+        return Reject("unknown_worker",
+                      grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                   absl::StrCat("push from worker ", worker_id_,
+                                                ", but no worker has joined yet: join before pushing")));
+      }
       const size_t limit = MaxEncodedBytes(dim, service_->coordinator_->job().MaxEntries(dim));
       if (total_ > limit) {
         return Reject("oversize", InvalidArgument(absl::StrCat("push of ", total_,

@@ -8,14 +8,19 @@
 #include <cstdint>
 
 #include "regtopk/v1/parameter_server.grpc.pb.h"
+#include "server/auth.h"
 #include "server/coordinator.h"
 
 namespace regtopk {
 
 class ParameterServerService final : public v1::ParameterServer::CallbackService {
  public:
-  // `coordinator` is borrowed and must outlive the service and every call in flight.
-  explicit ParameterServerService(Coordinator* coordinator);
+  // `coordinator` (and `auth`, if given) are borrowed and must outlive the service and every
+  // call in flight. Without `auth` every call is let through. With it, every call is
+  // authenticated before it touches state or memory: a call acting as worker N must carry
+  // worker N's credential (Join, UploadParameters, PullParameters, Push), GetStatus any
+  // worker's.
+  explicit ParameterServerService(Coordinator* coordinator, const Authenticator* auth = nullptr);
 
   grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* context,
                                  const v1::JoinRequest* request,
@@ -42,7 +47,12 @@ class ParameterServerService final : public v1::ParameterServer::CallbackService
   friend class PullReactor;
   friend class PushReactor;
 
+  grpc::Status Check(const grpc::ServerContextBase& context, uint32_t worker_id) const {
+    return auth_ ? auth_->Check(context, worker_id) : grpc::Status::OK;
+  }
+
   Coordinator* const coordinator_;
+  const Authenticator* const auth_;
   std::atomic<uint64_t> bytes_in_{0};
   std::atomic<uint64_t> bytes_out_{0};
 };

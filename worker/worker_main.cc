@@ -55,6 +55,15 @@ ABSL_FLAG(bool, allow_fresh_state, false,
           "join a running job without saved state (zero error feedback, pulled parameters); the "
           "run is then no longer bit-identical to an uninterrupted one");
 ABSL_FLAG(int, log_every, 100, "print a progress line on stderr every N rounds; 0 = never");
+ABSL_FLAG(std::string, tls_ca, "",
+          "TLS: the CA (PEM) that signs the server's certificate (deploy/make-certs.sh: ca.pem)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "mutual TLS: this worker's certificate (PEM, CN=worker-N: worker-N.pem)");
+ABSL_FLAG(std::string, tls_key, "", "mutual TLS: this worker's private key (worker-N.key)");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "the name in the server's certificate, when --server is an address it does not list");
+ABSL_FLAG(std::string, job_secret_file, "",
+          "the job's secret (the server's --job-secret-file): proves this worker's id");
 
 int main(int argc, char** argv) {
   constexpr char kProgram[] = "regtopk-worker";
@@ -106,6 +115,11 @@ int main(int argc, char** argv) {
   o.state_dir = absl::GetFlag(FLAGS_state_dir);
   o.allow_fresh_state = absl::GetFlag(FLAGS_allow_fresh_state);
   o.log_every = absl::GetFlag(FLAGS_log_every);
+  o.tls_ca = absl::GetFlag(FLAGS_tls_ca);
+  o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  o.tls_key = absl::GetFlag(FLAGS_tls_key);
+  o.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
+  o.job_secret_file = absl::GetFlag(FLAGS_job_secret_file);
   if (o.log_every < 0) regtopk::FlagErrorExit(kProgram, "--log-every must be >= 0");
   if (absl::Status s = o.Validate(); !s.ok()) regtopk::FlagErrorExit(kProgram, s.message());
   absl::Status s = regtopk::RunWorker(o);

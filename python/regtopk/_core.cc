@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/server_client.h"
+#include "common/auth/worker_token.h"
 #include "common/job_config.h"
 #include "common/optim/optimizer.h"
 #include "common/sim/problem.h"
@@ -77,10 +78,22 @@ py::dict ConfigDict(const JobConfig& c) {
   return d;
 }
 
-std::unique_ptr<ServerClient> Connect(const std::string& server, double rpc_timeout,
-                                      double push_timeout) {
+// Transport security and identity, as the C++ worker's --tls-* and --job-secret-file flags.
+struct Security {
+  std::string tls_ca, tls_cert, tls_key, tls_server_name, job_secret_file;
+};
+
+std::unique_ptr<ServerClient> Connect(const std::string& server, uint32_t worker_id,
+                                      double rpc_timeout, double push_timeout,
+                                      const Security& sec) {
   GrpcClientOptions co;
   co.target = server;
+  co.worker_id = worker_id;
+  co.tls_ca = sec.tls_ca;
+  co.tls_cert = sec.tls_cert;
+  co.tls_key = sec.tls_key;
+  co.tls_server_name = sec.tls_server_name;
+  if (!sec.job_secret_file.empty()) co.job_secret = OrRaise(ReadJobSecret(sec.job_secret_file));
   co.rpc_timeout = absl::Seconds(rpc_timeout);
   co.push_timeout = absl::Seconds(push_timeout);
   return OrRaise(CreateGrpcServerClient(co));
@@ -92,11 +105,12 @@ class Session {
   Session(const std::string& server, uint32_t worker_id, FloatArray initial,
           const std::string& layout, uint64_t num_samples, const std::string& state_dir,
           bool allow_fresh_state, uint64_t partition_digest, double rpc_timeout,
-          double push_timeout, double start_timeout, double reconnect_timeout) {
+          double push_timeout, double start_timeout, double reconnect_timeout,
+          const Security& security) {
     if (initial.ndim() != 1 || initial.size() == 0) {
       throw py::value_error("initial parameters must be a non-empty flat float32 array");
     }
-    client_ = Connect(server, rpc_timeout, push_timeout);
+    client_ = Connect(server, worker_id, rpc_timeout, push_timeout, security);
     WorkerSessionOptions so;
     so.worker_id = worker_id;
     so.num_samples = num_samples;
@@ -172,8 +186,8 @@ class Session {
 
 // The job's config without joining (num_samples = 0: a probe), waiting for the server.
 py::dict Probe(const std::string& server, uint32_t worker_id, uint64_t dim,
-               const std::string& layout, double rpc_timeout) {
-  auto client = Connect(server, rpc_timeout, rpc_timeout);
+               const std::string& layout, double rpc_timeout, const Security& security) {
+  auto client = Connect(server, worker_id, rpc_timeout, rpc_timeout, security);
   absl::StatusOr<JoinReply> r;
   {
     py::gil_scoped_release release;
@@ -218,14 +232,24 @@ class PyOptimizer {
 PYBIND11_MODULE(_core, m) {
   using namespace regtopk;
   m.doc() = "regtopk's C++ worker session for Python (see regtopk.torch)";
+  py::class_<Security>(m, "Security")
+      .def(py::init([](std::string ca, std::string cert, std::string key, std::string name,
+                       std::string secret) {
+             return Security{std::move(ca), std::move(cert), std::move(key), std::move(name),
+                             std::move(secret)};
+           }),
+           py::arg("tls_ca") = "", py::arg("tls_cert") = "", py::arg("tls_key") = "",
+           py::arg("tls_server_name") = "", py::arg("job_secret_file") = "");
   py::class_<Session>(m, "Session")
       .def(py::init<const std::string&, uint32_t, FloatArray, const std::string&, uint64_t,
-                    const std::string&, bool, uint64_t, double, double, double, double>(),
+                    const std::string&, bool, uint64_t, double, double, double, double,
+                    const Security&>(),
            py::arg("server"), py::arg("worker_id"), py::arg("initial"), py::arg("layout"),
            py::arg("num_samples") = 1, py::arg("state_dir") = "",
            py::arg("allow_fresh_state") = false, py::arg("partition_digest") = 0,
            py::arg("rpc_timeout") = 30.0, py::arg("push_timeout") = 900.0,
-           py::arg("start_timeout") = 300.0, py::arg("reconnect_timeout") = 300.0)
+           py::arg("start_timeout") = 300.0, py::arg("reconnect_timeout") = 300.0,
+           py::arg("security") = Security{})
       .def("step", &Session::Step, py::arg("gradient"))
       .def("parameters", [](py::object self) { return self.cast<Session&>().Parameters(self); })
       .def_property_readonly("round", &Session::round)
@@ -237,7 +261,7 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("weight", &Session::weight)
       .def_property_readonly("config", &Session::config);
   m.def("probe", &Probe, py::arg("server"), py::arg("worker_id"), py::arg("dim"),
-        py::arg("layout"), py::arg("rpc_timeout") = 30.0,
+        py::arg("layout"), py::arg("rpc_timeout") = 30.0, py::arg("security") = Security{},
         "The job's config (a probe join that registers nothing).");
   m.def("digest_floats", [](FloatArray a) {
     return DigestFloats(absl::MakeConstSpan(a.data(), a.size()));

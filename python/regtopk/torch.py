@@ -33,12 +33,18 @@ def layout_of(model: torch.nn.Module) -> str:
     return "".join(f"{n}:{'x'.join(str(s) for s in p.shape)};" for n, p in model.named_parameters())
 
 
+def _security(tls_ca="", tls_cert="", tls_key="", tls_server_name="", job_secret_file=""):
+    return _core.Security(tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
+                          tls_server_name=tls_server_name, job_secret_file=job_secret_file)
+
+
 def job_config(model: torch.nn.Module, server: str, worker_id: int = 0,
-               rpc_timeout: float = 30.0) -> dict:
+               rpc_timeout: float = 30.0, **security) -> dict:
     """The job's config, without joining (e.g. to split the data by its num_workers and seed
-    before constructing the optimizer)."""
+    before constructing the optimizer). `security`: as DistributedOptimizer's TLS options."""
     dim = sum(p.numel() for p in model.parameters())
-    return _core.probe(server, worker_id, dim, layout_of(model), rpc_timeout)
+    return _core.probe(server, worker_id, dim, layout_of(model), rpc_timeout,
+                       security=_security(**security))
 
 
 class DistributedOptimizer:
@@ -48,14 +54,17 @@ class DistributedOptimizer:
       samples). state_dir: where the worker's state is saved before each checkpoint round, so a
       restarted process resumes bit-identically (required when the server checkpoints).
       allow_fresh_state: join a running job without saved state (not bit-identical).
-    Timeouts are in seconds, as the C++ worker's flags.
+    Timeouts are in seconds, as the C++ worker's flags. Security, as the C++ worker's flags:
+      tls_ca (the CA of the server's certificate), tls_cert / tls_key (this worker's client
+      certificate, mutual TLS), tls_server_name, job_secret_file (worker tokens).
     """
 
     def __init__(self, model: torch.nn.Module, server: str, worker_id: int, *,
                  num_samples: int = 1, state_dir: str = "", allow_fresh_state: bool = False,
                  partition_digest: int = 0, rpc_timeout: float = 30.0,
                  push_timeout: float = 900.0, start_timeout: float = 300.0,
-                 reconnect_timeout: float = 300.0):
+                 reconnect_timeout: float = 300.0, tls_ca: str = "", tls_cert: str = "",
+                 tls_key: str = "", tls_server_name: str = "", job_secret_file: str = ""):
         self.model = model
         self._params = [p for _, p in model.named_parameters()]
         if not self._params:
@@ -72,7 +81,8 @@ class DistributedOptimizer:
             state_dir=state_dir, allow_fresh_state=allow_fresh_state,
             partition_digest=partition_digest, rpc_timeout=rpc_timeout,
             push_timeout=push_timeout, start_timeout=start_timeout,
-            reconnect_timeout=reconnect_timeout)
+            reconnect_timeout=reconnect_timeout,
+            security=_security(tls_ca, tls_cert, tls_key, tls_server_name, job_secret_file))
         # The flat gradient handed to C++ (reused), and a zero-copy view of the replica.
         self._grad = torch.zeros(dim, dtype=torch.float32)
         with warnings.catch_warnings():

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Multi-host without Docker: a server and two workers, each in its own network namespace, joined
 # by a bridge in a fourth namespace, on test addresses this script creates (10.77.0.0/24, only
-# inside those namespaces). Proves nothing assumes localhost. Needs root (CI runs as root);
+# inside those namespaces). Proves nothing assumes localhost, and that the job runs over mutual
+# TLS across hosts: certificates from deploy/make-certs.sh, each worker's id bound to its
+# certificate (another worker's certificate, none, or plaintext is refused, each with its own
+# error), the health check answering without one. Needs root (CI runs as root);
 # skips (exit 77) where namespaces are not permitted. Cleans up on every exit.
 # Usage: netns_test.sh BIN_DIR
 set -euo pipefail
@@ -36,23 +39,45 @@ for ns in "$srv" "$w0" "$w1"; do
   i=$((i + 1))
 done
 
+certs="$tmp/certs"
+"$(dirname "$0")/../../deploy/make-certs.sh" "$certs" 2 10.77.0.1 >/dev/null
 ip netns exec "$srv" "$bin/regtopk-server" --host=10.77.0.1 --port=50051 --workers=2 \
+  --tls-cert="$certs/server.pem" --tls-key="$certs/server.key" --tls-ca="$certs/ca.pem" \
   --algorithm=regtopk --density=0.6 --mu=4 --lr=0.01 --rounds=60 --digest-every=10 \
   --linger-seconds=0 --log-every=0 >"$tmp/server.out" 2>"$tmp/server.err" &
 pids+=($!)
 server_pid=$!
 for _ in $(seq 100); do grep -q "listening" "$tmp/server.out" 2>/dev/null && break; sleep 0.1; done
-grep -q "listening on 10.77.0.1:50051" "$tmp/server.out" || { cat "$tmp/server.err"; exit 1; }
+grep -q "listening on 10.77.0.1:50051 (mutual TLS)" "$tmp/server.out" || { cat "$tmp/server.out" "$tmp/server.err"; exit 1; }
 
 # From another host, the server is reachable at its own address only.
-if ip netns exec "$w0" "$bin/regtopk-health" --server=127.0.0.1:50051 --timeout-seconds=1 2>/dev/null; then
+if ip netns exec "$w0" "$bin/regtopk-health" --server=127.0.0.1:50051 --tls-ca="$certs/ca.pem" \
+    --timeout-seconds=1 2>/dev/null; then
   echo "FAIL: the server answered on the worker's localhost"; exit 1
 fi
-ip netns exec "$w0" "$bin/regtopk-health" --server=10.77.0.1:50051
+# The health check needs TLS but no client certificate.
+ip netns exec "$w0" "$bin/regtopk-health" --server=10.77.0.1:50051 --tls-ca="$certs/ca.pem"
+
+# Refused, each with the error that names why: worker 1's certificate claiming worker 0, no
+# client certificate, plaintext.
+refused() {  # expected-text worker-flags...
+  local want="$1"; shift
+  if ip netns exec "$w0" "$bin/regtopk-worker" --server=10.77.0.1:50051 --worker-id=0 \
+      --dataset=linreg --model=linear --reconnect-timeout-seconds=2 --log-every=0 "$@" \
+      2>"$tmp/refused.err"; then
+    echo "FAIL: a worker with $* was let in"; exit 1
+  fi
+  grep -q "$want" "$tmp/refused.err" || { echo "FAIL: expected '$want':"; cat "$tmp/refused.err"; exit 1; }
+}
+refused "PERMISSION_DENIED.*worker 1 cannot act as worker 0" --tls-ca="$certs/ca.pem" \
+  --tls-cert="$certs/worker-1.pem" --tls-key="$certs/worker-1.key"
+refused "UNAUTHENTICATED.*no client certificate" --tls-ca="$certs/ca.pem"
+refused "UNAVAILABLE"
 
 for w in 0 1; do
   ns="$w0"; [ "$w" = 1 ] && ns="$w1"
   ip netns exec "$ns" "$bin/regtopk-worker" --server=10.77.0.1:50051 --worker-id="$w" \
+    --tls-ca="$certs/ca.pem" --tls-cert="$certs/worker-$w.pem" --tls-key="$certs/worker-$w.key" \
     --dataset=linreg --model=linear --metrics="$tmp/w$w.jsonl" 2>"$tmp/w$w.err" &
   pids+=($!)
 done

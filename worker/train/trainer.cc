@@ -18,6 +18,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "client/server_client.h"
+#include "common/auth/worker_token.h"
 #include "common/metrics/http_exporter.h"
 #include "common/metrics/registry.h"
 #include "common/random/splitmix64.h"
@@ -245,6 +246,14 @@ absl::Status RunWorker(const TrainerOptions& o) {
   co.target = o.server;
   co.rpc_timeout = o.rpc_timeout;
   co.push_timeout = o.push_timeout;
+  co.tls_ca = o.tls_ca;
+  co.tls_cert = o.tls_cert;
+  co.tls_key = o.tls_key;
+  co.tls_server_name = o.tls_server_name;
+  co.worker_id = o.worker_id;
+  if (!o.job_secret_file.empty()) {
+    REGTOPK_ASSIGN_OR_RETURN(co.job_secret, ReadJobSecret(o.job_secret_file));
+  }
   REGTOPK_ASSIGN_OR_RETURN(std::unique_ptr<ServerClient> client, CreateGrpcServerClient(co));
   MetricsFile metrics(o.metrics_path);
   REGTOPK_RETURN_IF_ERROR(metrics.Probe());

@@ -54,6 +54,10 @@ struct TrainerOptions {
   bool allow_fresh_state = false;
   // A progress line on stderr every N rounds; 0 = none.
   int log_every = 100;
+  // Transport security and identity (GrpcClientOptions): the CA that signs the server's
+  // certificate, this worker's certificate and key (mutual TLS), the server's certificate name
+  // when --server is an address it does not list, and the job secret's file (tokens).
+  std::string tls_ca, tls_cert, tls_key, tls_server_name, job_secret_file;
 
   // INVALID_ARGUMENT naming the bad field.
   absl::Status Validate() const;
