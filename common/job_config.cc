@@ -15,6 +15,13 @@ absl::Status JobConfig::Validate() const {
         absl::StrCat("workers must be in [1, 4096], got ", num_workers));
   }
   REGTOPK_RETURN_IF_ERROR(optimizer.Validate());
+  if (!(clip_norm >= 0 && std::isfinite(clip_norm))) {
+    return absl::InvalidArgumentError(absl::StrCat("clip norm must be >= 0, got ", clip_norm));
+  }
+  if (!(max_abs_value >= 0 && std::isfinite(max_abs_value))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max abs value must be >= 0, got ", max_abs_value));
+  }
   if (!(round_timeout_seconds >= 0 && std::isfinite(round_timeout_seconds))) {
     return absl::InvalidArgumentError(absl::StrCat("round timeout must be >= 0 seconds, got ",
                                                    round_timeout_seconds));

@@ -32,6 +32,11 @@ struct JobConfig {
   uint32_t checkpoint_every = 0;
   // How long a round waits for a missing worker before the job fails; 0 = forever.
   double round_timeout_seconds = 600;
+  // Protection against exploding or poisoned updates, applied by the server to every push:
+  // scale a push whose L2 norm exceeds clip_norm down to it; refuse a push with an entry whose
+  // magnitude exceeds max_abs_value. 0 = off.
+  double clip_norm = 0;
+  double max_abs_value = 0;
 
   // InvalidArgument naming the bad field.
   absl::Status Validate() const;

@@ -134,9 +134,16 @@ absl::StatusOr<JoinResult> Coordinator::Join(uint32_t worker_id, uint64_t num_sa
       return r;
     }
     if (dim_ == 0) {
+      // The job's first authenticated join fixes the layout, once its O(d) state exists: a
+      // failed allocation leaves nothing changed.
+      try {
+        optimizer_ = std::make_unique<Optimizer>(options_.job.optimizer, dim);
+      } catch (const std::bad_alloc&) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "cannot allocate the optimizer state for a model of ", dim, " parameters"));
+      }
       dim_ = dim;
       layout_digest_ = layout_digest;
-      optimizer_ = std::make_unique<Optimizer>(options_.job.optimizer, dim);
     } else if (dim != dim_ || layout_digest != layout_digest_) {
       return absl::FailedPreconditionError(absl::StrCat(
           "worker ", worker_id, "'s model layout (dimension ", dim, ", digest ", layout_digest,
@@ -255,6 +262,16 @@ absl::Status Coordinator::RollBack(uint64_t round, uint32_t restarted_worker) {
                                        " restarted; join again to resume");
   Log(why);
   for (PushCallback& cb : aborted) cb(absl::AbortedError(why));
+  return absl::OkStatus();
+}
+
+absl::Status Coordinator::CanUpload(uint32_t worker_id) {
+  absl::MutexLock lock(&mu_);
+  if (worker_id >= joined_.size() || !joined_[worker_id]) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("worker ", worker_id, " must join before uploading parameters"));
+  }
+  if (!params_.empty()) return absl::FailedPreconditionError("the server already holds parameters");
   return absl::OkStatus();
 }
 
@@ -393,6 +410,26 @@ absl::Status Coordinator::Push(uint32_t worker_id, uint64_t round, absl::string_
         absl::StrCat("worker ", worker_id, " round ", round, ": ", decoded.message())));
   }
   if (absl::Status s = check(); !s.ok()) return reject(s);
+  if (const double limit = options_.job.max_abs_value; limit > 0) {
+    for (size_t i = 0; i < grad.nnz(); ++i) {
+      if (std::fabs(grad.values[i]) > limit) {
+        reason = "max_abs_value";
+        return reject(absl::InvalidArgumentError(absl::StrCat(
+            "worker ", worker_id, " round ", round, ": entry ", grad.indices[i], " = ",
+            grad.values[i], " exceeds --max-abs-value=", limit)));
+      }
+    }
+  }
+  if (const double clip = options_.job.clip_norm; clip > 0) {
+    double squared = 0;
+    for (float v : grad.values) squared += static_cast<double>(v) * v;
+    const double norm = std::sqrt(squared);
+    if (norm > clip) {
+      const float scale = static_cast<float>(clip / norm);
+      for (float& v : grad.values) v *= scale;
+      if (ServerMetrics* m = options_.metrics) m->clipped_pushes->Add();
+    }
+  }
   if (machine_.Classify(worker_id, round, payload_digest) != RoundMachine::Verdict::kNew) {
     reason = "duplicate";
     return reject(absl::FailedPreconditionError(
@@ -572,33 +609,57 @@ void Coordinator::CloserLoop() {
     MaybeCommit();
 
     std::vector<PushCallback> callbacks;
+    std::vector<PushCallback> refused;
     const uint32_t every = options_.job.digest_every;
     const absl::Time t3 = absl::Now();
     {
       // The step and the round's advance in one critical section: a pull never sees stepped
       // parameters labelled with the old round.
       absl::MutexLock lock(&mu_);
-      optimizer_->Step(absl::MakeSpan(params_), aggregate, round);
-      if (every != 0 && (round + 1) % every == 0) {
-        result->has_digest = true;
-        result->digest = DigestFloats(params_);
+      // Never apply a step that makes a parameter (or the optimizer's state) non-finite: a
+      // dry run first, the same arithmetic. Such a round is refused to every worker and the
+      // job stops, its parameters and committed checkpoints those from before the round.
+      if (std::optional<size_t> bad = optimizer_->FirstNonFinite(params_, aggregate, round)) {
+        job_status_ = absl::FailedPreconditionError(absl::StrCat(
+            "the job failed: round ", round, "'s step would make parameter ", *bad,
+            " non-finite (an exploding or poisoned update); nothing was applied, the "
+            "parameters and checkpoints are those from before round ", round,
+            ". Lower --lr or set --clip-norm / --max-abs-value, then resume"));
+        refused = machine_.Refuse();
+        if (ServerMetrics* m = options_.metrics) m->refused_rounds->Add();
+      } else {
+        optimizer_->Step(absl::MakeSpan(params_), aggregate, round);
+        if (every != 0 && (round + 1) % every == 0) {
+          result->has_digest = true;
+          result->digest = DigestFloats(params_);
+        }
+        result->committed_round = committed_round_;
+        result->aggregate_seconds = absl::ToDoubleSeconds(t1 - t0);
+        result->encode_seconds = absl::ToDoubleSeconds(t2 - t1);
+        result->step_seconds = absl::ToDoubleSeconds(absl::Now() - t3);
+        callbacks = machine_.FinishClose(result);
+        const uint64_t next = round + 1;
+        const uint64_t total = options_.job.total_rounds;
+        if (options_.checkpoints && options_.job.IsCheckpointRound(next) && (total == 0 || next < total)) {
+          // Copy the state now (one pass over memory); the writer thread does the slow part.
+          mu_.Await(absl::Condition(
+              +[](Coordinator* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu_) {
+                return c->shutting_down_ || c->to_write_ == nullptr;
+              },
+              this));
+          to_write_ = SnapshotLocked();
+        }
       }
-      result->committed_round = committed_round_;
-      result->aggregate_seconds = absl::ToDoubleSeconds(t1 - t0);
-      result->encode_seconds = absl::ToDoubleSeconds(t2 - t1);
-      result->step_seconds = absl::ToDoubleSeconds(absl::Now() - t3);
-      callbacks = machine_.FinishClose(result);
-      const uint64_t next = round + 1;
-      const uint64_t total = options_.job.total_rounds;
-      if (options_.checkpoints && options_.job.IsCheckpointRound(next) && (total == 0 || next < total)) {
-        // Copy the state now (one pass over memory); the writer thread does the slow part.
-        mu_.Await(absl::Condition(
-            +[](Coordinator* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu_) {
-              return c->shutting_down_ || c->to_write_ == nullptr;
-            },
-            this));
-        to_write_ = SnapshotLocked();
+    }
+    if (!refused.empty()) {
+      absl::Status failed;
+      {
+        absl::MutexLock lock(&mu_);
+        failed = job_status_;
       }
+      Log(std::string(failed.message()));
+      for (PushCallback& cb : refused) cb(failed);
+      continue;
     }
     std::shared_ptr<const RoundResult> shared = std::move(result);
     if (ServerMetrics* m = options_.metrics) {

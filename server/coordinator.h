@@ -113,6 +113,8 @@ class Coordinator {
 
   // Installs the initial parameters. FAILED_PRECONDITION: worker not joined, or parameters
   // already present. INVALID_ARGUMENT: wrong length or a non-finite value.
+  // OK if `worker_id` joined and the server holds no parameters yet (an upload would be taken).
+  absl::Status CanUpload(uint32_t worker_id);
   absl::Status UploadParameters(uint32_t worker_id, std::vector<float> values);
 
   // A copy of the current parameters (and the optimizer state if asked), labelled with the

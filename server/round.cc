@@ -68,6 +68,11 @@ std::vector<PushCallback> RoundMachine::FinishClose(std::shared_ptr<const RoundR
 
 std::vector<PushCallback> RoundMachine::Abandon() { return DropAll(); }
 
+std::vector<PushCallback> RoundMachine::Refuse() {
+  phase_ = RoundPhase::kCollecting;
+  return DropAll();
+}
+
 std::vector<PushCallback> RoundMachine::Reset(uint64_t round, std::shared_ptr<const RoundResult> last,
                                               std::vector<uint64_t> last_digests) {
   std::vector<PushCallback> calls = DropAll();

@@ -3,6 +3,7 @@
 //
 //   kCollecting --(every worker pushed: BeginClose)--> kClosing
 //   kClosing    --(FinishClose(result))------------> kCollecting, round + 1
+//   kClosing    --(Refuse: the step is unsafe)------> kCollecting, same round, no pushes
 //   kCollecting --(Abandon: timeout or shutdown)---> kCollecting, same round, no pushes
 //   kCollecting --(Reset(r): rollback or resume)---> kCollecting, round r, no pushes
 //
@@ -87,6 +88,9 @@ class RoundMachine {
   // Precondition: kCollecting. Drops the open round's pushes (nothing is applied) and returns
   // their calls, to be answered with an error.
   std::vector<PushCallback> Abandon();
+  // Precondition: kClosing. The closing round is not applied: drops its pushes, reopens the
+  // same round and returns the calls, to be answered with an error.
+  std::vector<PushCallback> Refuse();
   // Precondition: kCollecting. Drops the open round's pushes and moves to `round`, whose
   // predecessor's result and push digests are `last` / `last_digests` (may be null / empty);
   // returns the dropped calls.

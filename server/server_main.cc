@@ -65,6 +65,13 @@ ABSL_FLAG(double, lr_step_gamma, 0.1, "step schedule: factor per step, in (0, 1]
 ABSL_FLAG(uint64_t, lr_decay_rounds, 0,
           "cosine schedule: rounds of decay after the warm-up; 0 = to the end of the job");
 ABSL_FLAG(double, min_lr, 0.0, "cosine schedule: the final learning rate");
+ABSL_FLAG(uint64_t, max_dim, uint64_t{1} << 31,
+          "largest model (parameters) a worker may join with; the server allocates O(d) state "
+          "for it");
+ABSL_FLAG(double, clip_norm, 0.0,
+          "scale every push whose L2 norm exceeds this down to it (0 = off)");
+ABSL_FLAG(double, max_abs_value, 0.0,
+          "refuse a push with an entry of larger magnitude (0 = off)");
 ABSL_FLAG(bool, nesterov, false, "Nesterov momentum (needs --momentum > 0)");
 ABSL_FLAG(double, weight_decay, 0.0, "L2 weight decay (>= 0)");
 ABSL_FLAG(std::string, weighting, "uniform",
@@ -138,6 +145,8 @@ JobConfig JobFromFlags() {
                   absl::StrCat("--weighting must be uniform or samples, got '", weighting, "'"));
   }
   job.total_rounds = absl::GetFlag(FLAGS_rounds);
+  job.clip_norm = absl::GetFlag(FLAGS_clip_norm);
+  job.max_abs_value = absl::GetFlag(FLAGS_max_abs_value);
   if (job.optimizer.schedule == LrSchedule::kCosine && job.optimizer.decay_rounds == 0 &&
       job.total_rounds > job.optimizer.warmup_rounds) {
     job.optimizer.decay_rounds = job.total_rounds - job.optimizer.warmup_rounds;
@@ -178,6 +187,8 @@ void CheckFlagsAgreeWith(const JobConfig& stored, const JobConfig& flags, uint64
       {"lr_step_gamma", absl::StrCat(stored.optimizer.step_gamma), absl::StrCat(flags.optimizer.step_gamma)},
       {"lr_decay_rounds", absl::StrCat(stored.optimizer.decay_rounds), absl::StrCat(flags.optimizer.decay_rounds)},
       {"min_lr", absl::StrCat(stored.optimizer.min_lr), absl::StrCat(flags.optimizer.min_lr)},
+      {"clip_norm", absl::StrCat(stored.clip_norm), absl::StrCat(flags.clip_norm)},
+      {"max_abs_value", absl::StrCat(stored.max_abs_value), absl::StrCat(flags.max_abs_value)},
       {"workers", absl::StrCat(stored.num_workers), absl::StrCat(flags.num_workers)},
       {"weighting", stored.weighting == Weighting::kSamples ? "samples" : "uniform",
        flags.weighting == Weighting::kSamples ? "samples" : "uniform"},
@@ -215,6 +226,7 @@ int Main() {
   }
   CoordinatorOptions options;
   options.job = JobFromFlags();
+  options.max_dim = absl::GetFlag(FLAGS_max_dim);
   options.log = [](const std::string& line) { std::cerr << kProgram << ": " << line << std::endl; };
   if (const std::string dir = absl::GetFlag(FLAGS_checkpoint_dir); !dir.empty()) {
     auto store = CheckpointStore::Open(dir);

@@ -7,13 +7,18 @@ namespace regtopk {
 namespace {
 constexpr const char* kReasons[] = {"unknown_worker", "wrong_round", "duplicate", "not_ready",
                                     "finished",       "malformed",   "oversize",  "shutting_down",
-                                    "job_failed",     "cancelled"};
+                                    "job_failed",     "cancelled",   "unauthenticated", "max_abs_value"};
 }  // namespace
 
 ServerMetrics::ServerMetrics(MetricsRegistry* r)
     : rounds(r->AddCounter("regtopk_rounds_total", "Rounds closed.")),
       abandoned_rounds(r->AddCounter("regtopk_abandoned_rounds_total",
                                      "Rounds abandoned because a worker never pushed in time.")),
+      refused_rounds(r->AddCounter("regtopk_refused_rounds_total",
+                                   "Rounds refused because their step would have made a "
+                                   "parameter non-finite (nothing applied; the job stops).")),
+      clipped_pushes(r->AddCounter("regtopk_clipped_pushes_total",
+                                   "Pushes scaled down to --clip-norm.")),
       rollbacks(r->AddCounter("regtopk_rollbacks_total",
                               "Times the job was rolled back to a committed checkpoint.")),
       fresh_state_joins(r->AddCounter("regtopk_fresh_state_joins_total",

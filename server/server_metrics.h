@@ -19,6 +19,8 @@ struct ServerMetrics {
 
   Counter* rounds;
   Counter* abandoned_rounds;
+  Counter* refused_rounds;  // the step would have made a parameter non-finite
+  Counter* clipped_pushes;
   Counter* rollbacks;
   Counter* fresh_state_joins;
   Counter* checkpoints_committed;

@@ -169,7 +169,16 @@ class UploadReactor final : public Handler<grpc::ServerReadReactor<v1::Parameter
             absl::StrCat("upload of ", dim_, " parameters does not match the joined model's ",
                          expected, " (join first)")));
       }
-      values_.resize(dim_);
+      // The state check before the O(d) buffer: only the joined worker an upload is due from.
+      if (absl::Status ok = service_->coordinator_->CanUpload(worker_id_); !ok.ok()) {
+        return Done(ToGrpcStatus(ok));
+      }
+      try {
+        values_.resize(dim_);
+      } catch (const std::bad_alloc&) {
+        return Done(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                 absl::StrCat("cannot allocate an upload of ", dim_, " parameters")));
+      }
     }
     const std::string& bytes = chunk_.values();
     if (chunk_.dim() != dim_ || chunk_.worker_id() != worker_id_) {

@@ -16,6 +16,16 @@ struct MetricsHttpExporter::Impl {
 absl::StatusOr<std::unique_ptr<MetricsHttpExporter>> MetricsHttpExporter::Start(
     const std::string& host, int port, const MetricsRegistry* registry) {
   auto impl = std::make_unique<Impl>();
+  // Bounded: a fixed pool of threads, one request per connection, and short timeouts, so that
+  // clients that connect and stall (or read slowly) free their thread within a second and
+  // cannot keep /metrics from answering. (A client that trickles a byte a second can still
+  // hold one thread; there are kThreads.)
+  constexpr size_t kThreads = 4;
+  impl->server.new_task_queue = [] { return new httplib::ThreadPool(kThreads); };
+  impl->server.set_read_timeout(1, 0);
+  impl->server.set_write_timeout(2, 0);
+  impl->server.set_keep_alive_max_count(1);
+  impl->server.set_keep_alive_timeout(1);
   impl->server.Get("/metrics", [registry](const httplib::Request&, httplib::Response& res) {
     res.set_content(registry->Render(), "text/plain; version=0.0.4; charset=utf-8");
   });

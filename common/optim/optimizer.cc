@@ -142,8 +142,8 @@ size_t OptimizerOptions::StateSlots() const {
 Optimizer::Optimizer(const OptimizerOptions& options, size_t dim)
     : options_(options), dim_(dim), state_(options.StateSlots() * dim, 0.0f) {}
 
-template <typename Grad>
-void Optimizer::Walk(absl::Span<float> params, uint64_t round, Grad grad_at) {
+template <bool kWrite, typename Grad>
+size_t Optimizer::Walk(float* params, uint64_t round, Grad grad_at) const {
   const float lr = options_.LearningRate(round);
   const float wd = options_.weight_decay;
   if (options_.kind == OptimizerKind::kSgd) {
@@ -152,13 +152,20 @@ void Optimizer::Walk(absl::Span<float> params, uint64_t round, Grad grad_at) {
     for (size_t j = 0; j < dim_; ++j) {
       float d = grad_at(j);
       if (wd != 0.0f) d = d + wd * params[j];
+      float bj = 0.0f;
       if (b != nullptr) {
-        b[j] = mom * b[j] + d;
-        d = options_.nesterov ? d + mom * b[j] : b[j];
+        bj = mom * b[j] + d;
+        d = options_.nesterov ? d + mom * bj : bj;
       }
-      params[j] = params[j] - lr * d;
+      const float p = params[j] - lr * d;
+      if constexpr (kWrite) {
+        if (b != nullptr) b[j] = bj;
+        params[j] = p;
+      } else {
+        if (!std::isfinite(p) || !std::isfinite(bj)) return j;
+      }
     }
-    return;
+    return dim_;
   }
   const float b1 = options_.beta1, b2 = options_.beta2;
   const double bias1 = 1.0 - Power(b1, round + 1);
@@ -175,11 +182,19 @@ void Optimizer::Walk(absl::Span<float> params, uint64_t round, Grad grad_at) {
     float g = grad_at(j);
     if (l2) g = g + wd * p;
     if (decay != 1.0f) p = p * decay;
-    m[j] = b1 * m[j] + (1.0f - b1) * g;
-    v[j] = b2 * v[j] + (1.0f - b2) * g * g;
-    const float denom = std::sqrt(v[j]) / bias2_sqrt + eps;
-    params[j] = p - step_size * (m[j] / denom);
+    const float mj = b1 * m[j] + (1.0f - b1) * g;
+    const float vj = b2 * v[j] + (1.0f - b2) * g * g;
+    const float denom = std::sqrt(vj) / bias2_sqrt + eps;
+    p = p - step_size * (mj / denom);
+    if constexpr (kWrite) {
+      m[j] = mj;
+      v[j] = vj;
+      params[j] = p;
+    } else {
+      if (!std::isfinite(p) || !std::isfinite(mj) || !std::isfinite(vj)) return j;
+    }
   }
+  return dim_;
 }
 
 void Optimizer::Step(absl::Span<float> params, SparseView grad, uint64_t round) {
@@ -194,7 +209,7 @@ void Optimizer::Step(absl::Span<float> params, SparseView grad, uint64_t round) 
   // Walk every entry; the gradient's sorted support is consumed in step.
   size_t i = 0;
   const size_t nnz = grad.nnz();
-  Walk(params, round, [&](size_t j) {
+  Walk<true>(params.data(), round, [&](size_t j) {
     if (i < nnz && grad.indices[i] == j) return grad.values[i++];
     return 0.0f;
   });
@@ -202,7 +217,26 @@ void Optimizer::Step(absl::Span<float> params, SparseView grad, uint64_t round) 
 
 void Optimizer::StepDense(absl::Span<float> params, absl::Span<const float> grad,
                           uint64_t round) {
-  Walk(params, round, [&](size_t j) { return grad[j]; });
+  Walk<true>(params.data(), round, [&](size_t j) { return grad[j]; });
+}
+
+std::optional<size_t> Optimizer::FirstNonFinite(absl::Span<const float> params, SparseView grad,
+                                                uint64_t round) const {
+  if (options_.IsSparseFriendly()) {
+    const float lr = options_.LearningRate(round);
+    for (size_t i = 0; i < grad.nnz(); ++i) {
+      if (!std::isfinite(params[grad.indices[i]] - lr * grad.values[i])) return grad.indices[i];
+    }
+    return std::nullopt;
+  }
+  size_t i = 0;
+  const size_t nnz = grad.nnz();
+  const size_t bad = Walk<false>(const_cast<float*>(params.data()), round, [&](size_t j) {
+    if (i < nnz && grad.indices[i] == j) return grad.values[i++];
+    return 0.0f;
+  });
+  if (bad == dim_) return std::nullopt;
+  return bad;
 }
 
 absl::Status Optimizer::SetState(absl::Span<const float> s) {

@@ -18,6 +18,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -83,6 +84,12 @@ class Optimizer {
   // The same with a dense gradient of length dim.
   void StepDense(absl::Span<float> params, absl::Span<const float> grad, uint64_t round);
 
+  // A dry run of Step: the index of the first parameter or state entry that the step would make
+  // non-finite (inf or NaN), or nullopt if the step keeps everything finite. Writes nothing;
+  // the same arithmetic as Step, so the verdict is exact. Costs about one Step.
+  std::optional<size_t> FirstNonFinite(absl::Span<const float> params, SparseView grad,
+                                       uint64_t round) const;
+
   const OptimizerOptions& options() const { return options_; }
 
   // The state buffers, StateSlots() * dim floats, slot after slot (SGD: momentum; Adam: m then
@@ -92,12 +99,14 @@ class Optimizer {
   absl::Status SetState(absl::Span<const float> s);
 
  private:
-  template <typename Grad>
-  void Walk(absl::Span<float> params, uint64_t round, Grad grad_at);
+  // The update of every entry; with kWrite = false nothing is written and the first entry
+  // whose new value (or state) is non-finite is returned (dim_ when none).
+  template <bool kWrite, typename Grad>
+  size_t Walk(float* params, uint64_t round, Grad grad_at) const;
 
   const OptimizerOptions options_;
   const size_t dim_;
-  std::vector<float> state_;
+  mutable std::vector<float> state_;  // written only by Walk<true>, from the non-const steps
 };
 
 }  // namespace regtopk

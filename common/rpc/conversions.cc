@@ -69,6 +69,8 @@ void ToProto(const JobConfig& c, uint64_t dim, v1::JobConfig* p) {
   p->set_step_gamma(o.step_gamma);
   p->set_decay_rounds(o.decay_rounds);
   p->set_min_lr(o.min_lr);
+  p->set_clip_norm(c.clip_norm);
+  p->set_max_abs_value(c.max_abs_value);
 }
 
 absl::StatusOr<JobConfig> FromProto(const v1::JobConfig& p, uint64_t dim) {
@@ -134,6 +136,8 @@ absl::StatusOr<JobConfig> FromProto(const v1::JobConfig& p, uint64_t dim) {
   o.step_gamma = p.step_gamma();
   o.decay_rounds = p.decay_rounds();
   o.min_lr = p.min_lr();
+  c.clip_norm = p.clip_norm();
+  c.max_abs_value = p.max_abs_value();
   c.weighting = p.weighting_by_samples() ? Weighting::kSamples : Weighting::kUniform;
   REGTOPK_RETURN_IF_ERROR(c.Validate());
   if (p.max_entries() != c.MaxEntries(dim)) {

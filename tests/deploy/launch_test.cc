@@ -110,6 +110,8 @@ TEST(Launch, ForwardsEveryServerFlag) {
       {"lr-schedule", "step"},        {"warmup-rounds", "1"},
       {"lr-step-rounds", "2"},        {"lr-step-gamma", "0.5"},
       {"lr-decay-rounds", "3"},       {"min-lr", "0.0001"},
+      {"clip-norm", "1000"},          {"max-abs-value", "1e6"},
+      {"max-dim", "100000"},
       {"rounds", "4"},                {"seed", "7"},
       {"weight-decay", "0.001"},      {"weighting", "samples"},
       {"workers", "2"},               {"checkpoint-every", "2"},

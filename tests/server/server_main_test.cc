@@ -1,7 +1,12 @@
 // The regtopk-server binary: flags, signals, and a held round ended cleanly by SIGTERM.
 #include <httplib.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <map>
 #include <regex>
 #include <sstream>
@@ -182,6 +187,41 @@ TEST(ServerMain, MetricsCountRoundsBytesAndRejections) {
   EXPECT_GT(values["regtopk_aggregate_seconds_total"], 0);
   server.Signal(SIGTERM);
   EXPECT_EQ(server.Wait(), 0);
+}
+
+// Eight clients that connect to /metrics and then stall (the slow-client attack) do not keep
+// it from answering: their connections time out within a second and the pool is bounded.
+TEST(ServerMain, StalledMetricsClientsDoNotBlockTheEndpoint) {
+  Subprocess server(kServer, {"--port=0", "--metrics-port=0", "--workers=1"});
+  ASSERT_FALSE(ServerAddress(server).empty());
+  ASSERT_TRUE(server.WaitForStdout("/metrics\n", 5000));
+  std::smatch m;
+  const std::string out = server.stdout_text();
+  ASSERT_TRUE(std::regex_search(out, m, std::regex("metrics on http://[0-9.]+:([0-9]+)/metrics")));
+  const int port = std::stoi(m[1].str());
+  std::vector<int> stalled;
+  for (int i = 0; i < 8; ++i) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    const char partial[] = "GET /metrics HTTP/1.1\r\n";  // and never the rest
+    ASSERT_GT(write(fd, partial, sizeof(partial) - 1), 0);
+    stalled.push_back(fd);
+  }
+  httplib::Client http("127.0.0.1", port);
+  http.set_read_timeout(10, 0);
+  const auto start = std::chrono::steady_clock::now();
+  auto res = http.Get("/metrics");
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_TRUE(res) << "no answer with 8 stalled clients";
+  EXPECT_EQ(res->status, 200);
+  // Without the bounds (8 pool threads, 5 s read timeout) it answers after ~5 s.
+  EXPECT_LT(seconds, 3.5) << "answered only after the stalled clients gave up";
+  for (int fd : stalled) close(fd);
 }
 
 }  // namespace

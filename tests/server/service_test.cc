@@ -6,6 +6,7 @@
 #include <cstring>
 #include <random>
 #include <set>
+#include <limits>
 #include <thread>
 #include <vector>
 
@@ -419,6 +420,70 @@ TEST(Cancellation, AReplyCancelledWhileStreamingOutLeavesTheServerWorking) {
   EXPECT_EQ(server.coordinator().GetStatus().round, 1u);
   std::mt19937 rng2(3);
   ExpectExactRound(clients, 1, dim, 1000, rng2);
+}
+
+// A poisoned push of finite FLT_MAX values: with lr 2 the step would overflow to -inf. The
+// round is refused to every worker, nothing is applied (the parameters stay those before it)
+// and the job stops, naming why.
+TEST(Poisoning, AStepThatWouldMakeAParameterNonFiniteIsRefusedAndNothingApplied) {
+  CoordinatorOptions o = Options(2, Algorithm::kTopK, 0.5);  // k = 2 of 4
+  o.job.optimizer.lr = 2.0f;
+  TestServer server(o);
+  auto clients = JoinAll(server, 2, 4);
+  const float big = std::numeric_limits<float>::max();
+  auto replies = PushRound(clients, 0, {Encode(SparseVector{{1}, {big}}, 4),
+                                        Encode(SparseVector{{1}, {big}}, 4)});
+  for (const auto& r : replies) {
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
+    EXPECT_THAT(std::string(r.status().message()),
+                HasSubstr("round 0's step would make parameter 1 non-finite"));
+  }
+  auto pulled = clients[0]->PullParameters(0);
+  ASSERT_TRUE(pulled.ok()) << pulled.status();
+  EXPECT_EQ(pulled->round, 0u);
+  EXPECT_EQ(pulled->values, std::vector<float>(4, 0.0f)) << "nothing applied";
+  auto next = clients[0]->Push(0, 0, Encode(SparseVector{{0}, {1.0f}}, 4));
+  EXPECT_THAT(std::string(next.status().message()), HasSubstr("the job failed"));
+}
+
+TEST(Poisoning, MaxAbsValueRefusesAPushAndClipNormScalesOneDown) {
+  CoordinatorOptions o = Options(2, Algorithm::kTopK, 0.5);
+  o.job.max_abs_value = 100;
+  o.job.clip_norm = 1.0;
+  TestServer server(o);
+  auto clients = JoinAll(server, 2, 4);
+  auto refused = clients[0]->Push(0, 0, Encode(SparseVector{{2}, {1e6f}}, 4));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("entry 2 = 1e+06 exceeds --max-abs-value=100"));
+  // Norm 5 is scaled to 1: (3, 4) -> (0.6, 0.8); the other push (norm 0.5) is kept as it is.
+  auto replies = PushRound(clients, 0, {Encode(SparseVector{{0, 1}, {3, 4}}, 4),
+                                        Encode(SparseVector{{3}, {0.5f}}, 4)});
+  ASSERT_TRUE(replies[0].ok()) << replies[0].status();
+  SparseVector agg;
+  ASSERT_TRUE(DecodeSparse(replies[0]->encoded, 4, 4, &agg).ok());
+  EXPECT_EQ(agg.indices, (std::vector<uint32_t>{0, 1, 3}));
+  EXPECT_FLOAT_EQ(agg.values[0], 0.5f * 0.6f);
+  EXPECT_FLOAT_EQ(agg.values[1], 0.5f * 0.8f);
+  EXPECT_FLOAT_EQ(agg.values[2], 0.5f * 0.5f);
+}
+
+TEST(BoundedResources, NothingIsAllocatedForAnUploadFromAWorkerThatDidNotJoin) {
+  TestServer server(Options(2, Algorithm::kTopK, 0.5));
+  auto w0 = server.NewClient();
+  ASSERT_TRUE(w0->Join(0, 10, 1000, 1).ok());
+  auto stranger = server.NewClient();
+  absl::Status s = stranger->UploadParameters(1, std::vector<float>(1000, 1.0f));
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("worker 1 must join before uploading"));
+  auto unknown = server.NewClient()->Push(1, 0, "x");
+  EXPECT_THAT(std::string(unknown.status().message()), HasSubstr("join before pushing"));
+  TestServer empty(Options(2, Algorithm::kTopK, 0.5));
+  auto early = empty.NewClient()->Push(0, 0, "x");
+  EXPECT_EQ(early.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(early.status().message()),
+              HasSubstr("push from worker 0, but no worker has joined yet: join before pushing"));
+  auto too_big = server.NewClient()->Join(1, 10, uint64_t{1} << 40, 1);
+  EXPECT_EQ(too_big.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

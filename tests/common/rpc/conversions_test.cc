@@ -27,6 +27,8 @@ JobConfig NonDefaultConfig() {
   c.optimizer.step_gamma = 0.5f;
   c.optimizer.decay_rounds = 200;
   c.optimizer.min_lr = 0.001f;
+  c.clip_norm = 5.5;
+  c.max_abs_value = 100;
   c.algorithm = Algorithm::kTopK;
   c.density = 0.125;
   c.mu = 3.5;
@@ -83,6 +85,8 @@ void ExpectEqual(const JobConfig& a, const JobConfig& b) {
   EXPECT_EQ(a.optimizer.step_gamma, b.optimizer.step_gamma);
   EXPECT_EQ(a.optimizer.decay_rounds, b.optimizer.decay_rounds);
   EXPECT_EQ(a.optimizer.min_lr, b.optimizer.min_lr);
+  EXPECT_EQ(a.clip_norm, b.clip_norm);
+  EXPECT_EQ(a.max_abs_value, b.max_abs_value);
 }
 
 TEST(Conversions, JobConfigSurvivesARoundTrip) {
