@@ -30,24 +30,38 @@ void PutVarint(uint64_t v, std::string* out) {
   out->append(buf, n);
 }
 
-// Reads a varint at *pos; false if truncated or longer than 10 bytes.
-bool GetVarint(absl::string_view in, size_t* pos, uint64_t* v) {
+enum class VarintRead { kOk, kTruncated, kNonCanonical };
+
+// Reads a varint at *pos. Only the canonical (shortest) form is accepted: a last byte of 0
+// after the first (an overlong encoding) or bits beyond 64 are kNonCanonical, so that every
+// value has exactly one encoding and a reader that skips by VarintSize agrees with one that
+// parses. kTruncated if the input ends inside it.
+VarintRead GetVarint(absl::string_view in, size_t* pos, uint64_t* v) {
   uint64_t result = 0;
-  for (int shift = 0; shift < 64 && *pos < in.size(); shift += 7) {
+  for (int shift = 0; shift < 64; shift += 7) {
+    if (*pos >= in.size()) return VarintRead::kTruncated;
     const uint8_t byte = static_cast<uint8_t>(in[(*pos)++]);
+    if (shift == 63 && byte > 1) return VarintRead::kNonCanonical;  // beyond 64 bits
     result |= static_cast<uint64_t>(byte & 0x7f) << shift;
     if (!(byte & 0x80)) {
+      if (byte == 0 && shift != 0) return VarintRead::kNonCanonical;  // overlong
       *v = result;
-      return true;
+      return VarintRead::kOk;
     }
   }
-  return false;
+  return VarintRead::kNonCanonical;
 }
 
 size_t HeaderSize(size_t dim, size_t nnz) { return 1 + VarintSize(dim) + VarintSize(nnz); }
 
 absl::Status Truncated(absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("sparse encoding is truncated in its ", what));
+}
+
+absl::Status BadVarint(VarintRead r, absl::string_view what) {
+  if (r == VarintRead::kTruncated) return Truncated(what);
+  return absl::InvalidArgumentError(
+      absl::StrCat("sparse encoding has a non-canonical (overlong) varint in its ", what));
 }
 
 }  // namespace
@@ -138,8 +152,13 @@ absl::Status PeekSparseHeader(absl::string_view bytes, SparseHeader* header) {
   }
   header->format = static_cast<SparseFormat>(format);
   size_t pos = 1;
-  if (!GetVarint(bytes, &pos, &header->dim)) return Truncated("dimension");
-  if (!GetVarint(bytes, &pos, &header->nnz)) return Truncated("entry count");
+  if (VarintRead r = GetVarint(bytes, &pos, &header->dim); r != VarintRead::kOk) {
+    return BadVarint(r, "dimension");
+  }
+  if (VarintRead r = GetVarint(bytes, &pos, &header->nnz); r != VarintRead::kOk) {
+    return BadVarint(r, "entry count");
+  }
+  header->size = pos;
   return absl::OkStatus();
 }
 
@@ -158,7 +177,7 @@ absl::Status DecodeSparse(absl::string_view bytes, size_t dim, size_t max_nnz, S
     return absl::InvalidArgumentError(
         absl::StrCat("dense encoding must hold ", dim, " entries, holds ", h.nnz));
   }
-  size_t pos = 1 + VarintSize(h.dim) + VarintSize(h.nnz);
+  size_t pos = h.size;  // the bytes actually read
   const size_t nnz = h.nnz;
   out->indices.resize(nnz);
   out->values.resize(nnz);
@@ -167,7 +186,9 @@ absl::Status DecodeSparse(absl::string_view bytes, size_t dim, size_t max_nnz, S
       uint64_t index = 0;
       for (size_t i = 0; i < nnz; ++i) {
         uint64_t gap;
-        if (!GetVarint(bytes, &pos, &gap)) return Truncated("indices");
+        if (VarintRead r = GetVarint(bytes, &pos, &gap); r != VarintRead::kOk) {
+          return BadVarint(r, "indices");
+        }
         index = i == 0 ? gap : index + 1 + gap;
         if (gap >= dim || index >= dim) {
           return absl::InvalidArgumentError(absl::StrCat("entry ", i, " has index ", index,

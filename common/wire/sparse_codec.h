@@ -44,6 +44,7 @@ struct SparseHeader {
   SparseFormat format;
   uint64_t dim;
   uint64_t nnz;
+  size_t size;  // bytes of the header as read (format byte and both varints)
 };
 absl::Status PeekSparseHeader(absl::string_view bytes, SparseHeader* header);
 

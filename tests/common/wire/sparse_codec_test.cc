@@ -101,6 +101,32 @@ TEST(SparseCodec, RejectsMalformedEncodings) {
   }
 }
 
+// Every value has one encoding: an overlong varint (a zero continuation byte at the end), in the
+// header or in the indices, is refused, so that no reader can skip the header by its canonical
+// size and see different bytes than one that parses it.
+TEST(SparseCodec, RejectsNonCanonicalVarints) {
+  std::string good;
+  EncodeSparse(SparseVector{{3}, {1.5f}}, 10, SparseFormat::kSparse, &good);
+  SparseVector out;
+  ASSERT_TRUE(DecodeSparse(good, 10, 10, &out).ok());
+  // good = [format][dim=10][nnz=1][gap=3][4 value bytes]. Overlong dim: 10 as 0x8a 0x00.
+  std::string overlong_dim = good.substr(0, 1) + std::string("\x8a\x00", 2) + good.substr(2);
+  auto s = DecodeSparse(overlong_dim, 10, 10, &out);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("non-canonical (overlong) varint in its dimension"));
+  std::string overlong_nnz = good.substr(0, 2) + std::string("\x81\x00", 2) + good.substr(3);
+  EXPECT_THAT(std::string(DecodeSparse(overlong_nnz, 10, 10, &out).message()),
+              HasSubstr("in its entry count"));
+  std::string overlong_gap = good.substr(0, 3) + std::string("\x83\x00", 2) + good.substr(4);
+  EXPECT_THAT(std::string(DecodeSparse(overlong_gap, 10, 10, &out).message()),
+              HasSubstr("in its indices"));
+  SparseHeader h;
+  ASSERT_TRUE(PeekSparseHeader(good, &h).ok());
+  EXPECT_EQ(h.size, 3u);
+  // Eleven bytes, or a tenth byte above 1: beyond 64 bits.
+  std::string huge = good.substr(0, 1) + std::string(9, '\xff') + "\x02" + good.substr(2);
+  EXPECT_FALSE(PeekSparseHeader(huge, &h).ok());
+}
+
 TEST(SparseCodec, RejectsNonFiniteValues) {
   for (float bad : {NAN, INFINITY, -INFINITY}) {
     const SparseVector v{{1, 4}, {1, bad}};
