@@ -9,6 +9,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/rpc/conversions.h"
+#include "common/wire/chunk_assembler.h"
 #include "common/wire/chunking.h"
 
 namespace regtopk {
@@ -297,11 +298,9 @@ class PushReactor final
     }
     if (!ok) return Submit();
     service_->AddBytesIn(in_.payload().size());
-    if (!started_) {
-      started_ = true;
+    if (!assembler_.started()) {
       worker_id_ = in_.worker_id();
       round_ = in_.round();
-      total_ = in_.total_bytes();
       saved_state_round_ = in_.saved_state_round();
       if (grpc::Status a = service_->Check(*context_, worker_id_); !a.ok()) {
         return Reject("unauthenticated", a);
@@ -314,21 +313,13 @@ class PushReactor final
                                                 ", but no worker has joined yet: join before pushing")));
       }
       const size_t limit = MaxEncodedBytes(dim, service_->coordinator_->job().MaxEntries(dim));
-      if (total_ > limit) {
-        return Reject("oversize", InvalidArgument(absl::StrCat("push of ", total_,
-                                                               " bytes exceeds the limit of ",
-                                                               limit, " bytes for this job")));
+      if (absl::Status s = assembler_.Start(worker_id_, round_, in_.total_bytes(), limit); !s.ok()) {
+        return Reject("oversize", ToGrpcStatus(s));
       }
-      payload_.reserve(total_);
-    } else if (in_.worker_id() != worker_id_ || in_.round() != round_) {
-      return Reject("malformed", InvalidArgument("push chunks disagree on worker id or round"));
     }
-    if (in_.payload().size() > kChunkBytes || in_.payload().size() > total_ - payload_.size()) {
-      return Reject("malformed",
-                    InvalidArgument(absl::StrCat("push chunk of ", in_.payload().size(),
-                                                 " bytes overruns the announced ", total_)));
+    if (absl::Status s = assembler_.Add(in_.worker_id(), in_.round(), in_.payload()); !s.ok()) {
+      return Reject("malformed", ToGrpcStatus(s));
     }
-    payload_.append(in_.payload());
     StartRead(&in_);
   }
 
@@ -341,11 +332,7 @@ class PushReactor final
 
  private:
   void Submit() {
-    if (!started_) return Reject("malformed", InvalidArgument("push carried no chunks"));
-    if (payload_.size() != total_) {
-      return Reject("malformed", InvalidArgument(absl::StrCat("push ended after ", payload_.size(),
-                                                              " of ", total_, " announced bytes")));
-    }
+    if (absl::Status s = assembler_.Finish(); !s.ok()) return Reject("malformed", ToGrpcStatus(s));
     // The reactor stays alive until Finish, and Finish is only called by whoever claims it, so
     // the callback may use the raw pointer once it has claimed.
     const absl::Time submitted = absl::Now();
@@ -358,9 +345,9 @@ class PushReactor final
       self->WriteNext();
     };
     absl::Status s =
-        service_->coordinator_->Push(worker_id_, round_, payload_, deliver, saved_state_round_);
-    payload_.clear();
-    payload_.shrink_to_fit();
+        service_->coordinator_->Push(worker_id_, round_, assembler_.payload(), deliver,
+                                     saved_state_round_);
+    assembler_ = ChunkAssembler();  // the coordinator copied what it keeps
     if (!s.ok()) Done(ToGrpcStatus(s));  // counted there
   }
 
@@ -396,12 +383,10 @@ class PushReactor final
   grpc::CallbackServerContext* const context_;
   v1::PushChunk in_;
   v1::AggregateChunk out_;
-  bool started_ = false;
   uint32_t worker_id_ = 0;
   uint64_t round_ = 0;
-  uint64_t total_ = 0;
   uint64_t saved_state_round_ = 0;
-  std::string payload_;
+  ChunkAssembler assembler_;
   std::shared_ptr<const RoundResult> result_;
   uint64_t held_us_ = 0;
   size_t offset_ = 0;

@@ -235,7 +235,9 @@ absl::Status DecodeSparse(absl::string_view bytes, size_t dim, size_t max_nnz, S
     return absl::InvalidArgumentError(
         absl::StrCat("sparse encoding has ", bytes.size() - pos - 4 * nnz, " trailing bytes"));
   }
-  std::memcpy(out->values.data(), bytes.data() + pos, 4 * nnz);
+  // memcpy with a null pointer is undefined even for 0 bytes (an empty vector's data() may be
+  // null): found by tests/fuzz/codec_fuzzer.cc under UBSan.
+  if (nnz != 0) std::memcpy(out->values.data(), bytes.data() + pos, 4 * nnz);
   const size_t bad = FindNonFinite(out->values);
   if (bad != nnz) {
     return absl::InvalidArgumentError(absl::StrCat("value of entry ", bad, " (index ",
