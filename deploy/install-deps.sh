@@ -21,6 +21,9 @@ packages=(
   dataset-fashion-mnist python3-matplotlib
   # the Python API (pybind11 extension) and its tests: Debian's PyTorch and NumPy
   pybind11-dev python3-dev python3-numpy python3-torch
+  # TLS certificates (deploy/make-certs.sh); the sanitizer and thread-safety build and the
+  # fuzzers (deploy/check-sanitizers.sh, deploy/fuzz.sh)
+  openssl libssl-dev clang libclang-rt-14-dev
 )
 
 missing=()

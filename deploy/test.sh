@@ -5,5 +5,6 @@ cd "$(dirname "$0")/.."
 deploy/install-deps.sh
 deploy/build.sh
 deploy/install-python.sh
-cd build
-ctest --output-on-failure -j 2 --timeout 600
+(cd build && ctest --output-on-failure -j 2 --timeout 600)
+# The torch-free targets again, with clang: -Wthread-safety as an error, ASan and UBSan.
+deploy/check-sanitizers.sh

@@ -476,9 +476,10 @@ bool Coordinator::WaitForFullRoundLocked() {
       if (!s.ok()) {
         job_status_ = absl::InternalError(absl::StrCat("the job failed: cannot write its first checkpoint: ", s.message()));
         std::vector<PushCallback> calls = machine_.Abandon();
+        const absl::Status failed = job_status_;  // a copy: the callbacks run unlocked
         mu_.Unlock();
-        Log(std::string(job_status_.message()));
-        for (PushCallback& cb : calls) cb(job_status_);
+        Log(std::string(failed.message()));
+        for (PushCallback& cb : calls) cb(failed);
         mu_.Lock();
         continue;
       }

@@ -7,7 +7,8 @@ namespace regtopk {
 namespace {
 constexpr const char* kReasons[] = {"unknown_worker", "wrong_round", "duplicate", "not_ready",
                                     "finished",       "malformed",   "oversize",  "shutting_down",
-                                    "job_failed",     "cancelled",   "unauthenticated", "max_abs_value"};
+                                    "job_failed",     "cancelled",   "unauthenticated", "max_abs_value",
+                                    "too_many_streams"};
 }  // namespace
 
 ServerMetrics::ServerMetrics(MetricsRegistry* r)

@@ -46,8 +46,25 @@ class Handler : public Reactor {
  public:
   void OnCancel() override { Done(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled")); }
   void OnDone() override { delete this; }
+  ~Handler() override {
+    if (slot_owner_ != nullptr) slot_owner_->ReleaseStream(slot_worker_);
+  }
 
  protected:
+  // Holds one of `worker`'s stream slots until the call is done; RESOURCE_EXHAUSTED when the
+  // worker already has the maximum open.
+  grpc::Status TakeStreamSlot(ParameterServerService* service, uint32_t worker) {
+    if (!service->AcquireStream(worker)) {
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          absl::StrCat("worker ", worker, " already has ",
+                                       ParameterServerService::kMaxStreamsPerWorker,
+                                       " streams open"));
+    }
+    slot_owner_ = service;
+    slot_worker_ = worker;
+    return grpc::Status::OK;
+  }
+
   // Finishes with `status` unless another party already did.
   void Done(const grpc::Status& status) {
     if (claim_->TryClaim()) this->Finish(status);
@@ -56,13 +73,31 @@ class Handler : public Reactor {
 
  private:
   const std::shared_ptr<FinishClaim> claim_ = std::make_shared<FinishClaim>();
+  ParameterServerService* slot_owner_ = nullptr;
+  uint32_t slot_worker_ = 0;
 };
 
 }  // namespace
 
 ParameterServerService::ParameterServerService(Coordinator* coordinator,
                                                const Authenticator* auth)
-    : coordinator_(coordinator), auth_(auth) {}
+    : coordinator_(coordinator),
+      auth_(auth),
+      num_workers_(coordinator->job().num_workers),
+      streams_(new std::atomic<int>[coordinator->job().num_workers]()) {}
+
+bool ParameterServerService::AcquireStream(uint32_t worker) {
+  if (worker >= num_workers_) return true;  // refused by the coordinator, naming the id
+  if (streams_[worker].fetch_add(1) >= kMaxStreamsPerWorker) {
+    streams_[worker].fetch_sub(1);
+    return false;
+  }
+  return true;
+}
+
+void ParameterServerService::ReleaseStream(uint32_t worker) {
+  if (worker < num_workers_) streams_[worker].fetch_sub(1);
+}
 
 void ParameterServerService::AddBytesIn(size_t n) {
   bytes_in_.fetch_add(n, std::memory_order_relaxed);
@@ -162,6 +197,7 @@ class UploadReactor final : public Handler<grpc::ServerReadReactor<v1::Parameter
       worker_id_ = chunk_.worker_id();
       // Authenticated before anything is allocated for the upload.
       if (grpc::Status a = service_->Check(*context_, worker_id_); !a.ok()) return Done(a);
+      if (grpc::Status a = TakeStreamSlot(service_, worker_id_); !a.ok()) return Done(a);
       dim_ = chunk_.dim();
       const uint64_t expected = service_->coordinator_->dim();
       if (expected == 0 || dim_ != expected) {
@@ -222,6 +258,10 @@ class PullReactor final : public Handler<grpc::ServerWriteReactor<v1::ParameterC
               uint32_t worker_id, bool include_optimizer_state)
       : service_(service) {
     if (grpc::Status a = service_->Check(*context, worker_id); !a.ok()) {
+      Done(a);
+      return;
+    }
+    if (grpc::Status a = TakeStreamSlot(service_, worker_id); !a.ok()) {
       Done(a);
       return;
     }
@@ -304,6 +344,9 @@ class PushReactor final
       saved_state_round_ = in_.saved_state_round();
       if (grpc::Status a = service_->Check(*context_, worker_id_); !a.ok()) {
         return Reject("unauthenticated", a);
+      }
+      if (grpc::Status a = TakeStreamSlot(service_, worker_id_); !a.ok()) {
+        return Reject("too_many_streams", a);
       }
       const uint64_t dim = service_->coordinator_->dim();
       if (dim == 0) {

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 
 #include "regtopk/v1/parameter_server.grpc.pb.h"
 #include "server/auth.h"
@@ -35,6 +36,14 @@ class ParameterServerService final : public v1::ParameterServer::CallbackService
                                       const v1::GetStatusRequest* request,
                                       v1::GetStatusResponse* response) override;
 
+  // Streams (uploads, pulls, pushes) one worker may have open at once: a push, its retry, a
+  // pull and an upload, with room to spare. The next one gets RESOURCE_EXHAUSTED.
+  static constexpr int kMaxStreamsPerWorker = 8;
+  // Takes one of `worker`'s stream slots; false at the limit (or for an id outside the job,
+  // which the coordinator refuses anyway). Release gives it back.
+  bool AcquireStream(uint32_t worker);
+  void ReleaseStream(uint32_t worker);
+
   // Payload bytes received (pushes, uploads) and sent (aggregates, pulls).
   uint64_t bytes_in() const { return bytes_in_.load(std::memory_order_relaxed); }
   uint64_t bytes_out() const { return bytes_out_.load(std::memory_order_relaxed); }
@@ -53,6 +62,8 @@ class ParameterServerService final : public v1::ParameterServer::CallbackService
 
   Coordinator* const coordinator_;
   const Authenticator* const auth_;
+  const uint32_t num_workers_;
+  const std::unique_ptr<std::atomic<int>[]> streams_;  // open streams per worker id
   std::atomic<uint64_t> bytes_in_{0};
   std::atomic<uint64_t> bytes_out_{0};
 };

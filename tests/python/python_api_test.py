@@ -79,18 +79,31 @@ def linreg_digests():
 
 
 def mixed_job():
-    """One C++ and one Python worker in the same job: the same layout digest, one replica."""
+    """One C++ and one Python worker in the same job, with worker tokens: the same layout
+    digest, one replica; a Python worker without the secret is refused."""
+    secret = os.path.join(TMP, "job.secret")
+    with open(secret, "w") as f:
+        f.write("a secret of more than sixteen bytes\n")
+    os.chmod(secret, 0o600)
     srv, address = server("--workers=2", "--rounds=40", "--algorithm=topk", "--density=0.1",
                           "--lr=0.01", "--optimizer=adam", "--digest-every=4",
-                          "--checkpoint-dir=" + os.path.join(TMP, "ckpt"), "--checkpoint-every=10")
+                          "--checkpoint-dir=" + os.path.join(TMP, "ckpt"), "--checkpoint-every=10",
+                          f"--job-secret-file={secret}")
+    intruder = subprocess.run([sys.executable, EXAMPLE, f"--server={address}", "--worker-id=1",
+                               "--dataset=linreg", "--log-every=0"],
+                              capture_output=True, text=True, env=ENV, timeout=120)
+    check(intruder.returncode != 0 and "UNAUTHENTICATED" in intruder.stderr,
+          "a Python worker without the job secret is refused (UNAUTHENTICATED)")
     metrics = os.path.join(TMP, "mixed_cpp.jsonl")
     state = os.path.join(TMP, "state-cpp")
     cpp = subprocess.Popen([os.path.join(BIN, "regtopk-worker"), f"--server={address}", "--worker-id=0",
                             "--model=linear", "--dataset=linreg", "--log-every=0", f"--metrics={metrics}",
-                            f"--state-dir={state}", f"--save-model={os.path.join(TMP, 'linear.pt')}"],
+                            f"--state-dir={state}", f"--save-model={os.path.join(TMP, 'linear.pt')}",
+                            f"--job-secret-file={secret}"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     py = subprocess.Popen([sys.executable, EXAMPLE, f"--server={address}", "--worker-id=1",
-                           "--dataset=linreg", "--log-every=0", f"--state-dir={os.path.join(TMP, 'state-py')}"],
+                           "--dataset=linreg", "--log-every=0", f"--state-dir={os.path.join(TMP, 'state-py')}",
+                           f"--job-secret-file={secret}"],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     cpp_out, cpp_err = cpp.communicate(timeout=600)
     py_out, py_err = py.communicate(timeout=600)

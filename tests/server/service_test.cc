@@ -10,7 +10,10 @@
 #include <thread>
 #include <vector>
 
+#include <grpcpp/grpcpp.h>
+
 #include "common/sparse/aggregate.h"
+#include "regtopk/v1/parameter_server.grpc.pb.h"
 #include "common/wire/digest.h"
 #include "common/wire/sparse_codec.h"
 #include "common/wire/chunking.h"
@@ -484,6 +487,50 @@ TEST(BoundedResources, NothingIsAllocatedForAnUploadFromAWorkerThatDidNotJoin) {
               HasSubstr("push from worker 0, but no worker has joined yet: join before pushing"));
   auto too_big = server.NewClient()->Join(1, 10, uint64_t{1} << 40, 1);
   EXPECT_EQ(too_big.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// One worker cannot hold an unbounded number of streams open: the ninth concurrent push of
+// worker 0 (each left waiting for more chunks) is RESOURCE_EXHAUSTED; worker 1 is unaffected,
+// and once the eight go away worker 0 can push again.
+TEST(BoundedResources, StreamsPerWorkerAreLimited) {
+  TestServer server(Options(2, Algorithm::kTopK, 0.5));
+  auto clients = JoinAll(server, 2, 4);
+  auto channel = grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials());
+  auto stub = v1::ParameterServer::NewStub(channel);
+  struct Open {
+    grpc::ClientContext context;
+    std::unique_ptr<grpc::ClientReaderWriter<v1::PushChunk, v1::AggregateChunk>> stream;
+  };
+  auto open = [&](uint32_t worker) {
+    auto o = std::make_unique<Open>();
+    o->stream = stub->Push(&o->context);
+    v1::PushChunk first;
+    first.set_worker_id(worker);
+    first.set_round(0);
+    first.set_total_bytes(40);  // more is announced than will ever come (the limit is 50)
+    first.set_payload("x");
+    EXPECT_TRUE(o->stream->Write(first));
+    return o;
+  };
+  std::vector<std::unique_ptr<Open>> held;
+  for (int i = 0; i < ParameterServerService::kMaxStreamsPerWorker; ++i) held.push_back(open(0));
+  // Every held stream has reached the server (its slot is taken) once this one is answered.
+  auto ninth = open(0);
+  ninth->stream->WritesDone();
+  grpc::Status s = ninth->stream->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("worker 0 already has 8 streams open"));
+  EXPECT_TRUE(clients[1]->PullParameters(1).ok()) << "another worker is unaffected";
+  for (auto& o : held) o->context.TryCancel();
+  for (auto& o : held) (void)o->stream->Finish();
+  held.clear();
+  // The slots come back when the calls are done (asynchronously: retry briefly).
+  absl::Status pulled = absl::UnknownError("not tried");
+  for (int i = 0; i < 50 && !pulled.ok(); ++i) {
+    pulled = clients[0]->PullParameters(0).status();
+    if (!pulled.ok()) absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_TRUE(pulled.ok()) << pulled;
 }
 
 }  // namespace
