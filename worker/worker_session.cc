@@ -192,6 +192,7 @@ absl::Status WorkerSession::SaveState() {
   absl::Span<const float> m = optimizer_.state();
   s.optimizer_state.assign(m.begin(), m.end());
   s.sparsifier = sparsifier_->ExportState();
+  if (options_.save_extra) s.extra = options_.save_extra();
   REGTOPK_RETURN_IF_ERROR(SaveWorkerState(options_.state_dir, s));
   saved_round_ = round_;
   return absl::OkStatus();
@@ -208,6 +209,9 @@ absl::Status WorkerSession::RestoreState(uint64_t round, uint64_t params_digest)
   }
   REGTOPK_RETURN_IF_ERROR(sparsifier_->ImportState(s.sparsifier));
   REGTOPK_RETURN_IF_ERROR(optimizer_.SetState(s.optimizer_state));
+  if (options_.restore_extra && !s.extra.empty()) {
+    REGTOPK_RETURN_IF_ERROR(options_.restore_extra(s.extra));
+  }
   params_ = std::move(s.params);
   round_ = round;
   saved_round_ = round;  // the file on disk is this very state

@@ -50,6 +50,12 @@ struct WorkerSessionOptions {
   bool allow_fresh_state = false;
   // Random per process (0: one is drawn); tells the server a restarted process from a live one.
   uint64_t session_id = 0;
+  // State of the caller's saved and restored with the session's (e.g. the model's buffers,
+  // which are not parameters): save_extra is called before each checkpoint round, and
+  // restore_extra with those bytes whenever the session restores that round's state (a
+  // resume or a rollback). Either may be empty.
+  std::function<std::string()> save_extra;
+  std::function<absl::Status(absl::string_view)> restore_extra;
   // One line for the operator (waiting for the server, rollbacks, fresh state); may be empty.
   std::function<void(const std::string&)> log;
 };

@@ -28,6 +28,7 @@ absl::Status SaveWorkerState(const std::string& dir, const WorkerState& s) {
   REGTOPK_RETURN_IF_ERROR(w->AddFloats("prev_aggregate", sp.prev_aggregate));
   REGTOPK_RETURN_IF_ERROR(w->AddU64("flags", (sp.compressed ? 1u : 0u) | (sp.observed ? 2u : 0u)));
   REGTOPK_RETURN_IF_ERROR(w->AddU64("rng_state", sp.rng_state));
+  REGTOPK_RETURN_IF_ERROR(w->AddBytes("extra", s.extra));
   return w->Commit();
 }
 
@@ -50,6 +51,10 @@ absl::StatusOr<WorkerState> LoadWorkerState(const std::string& dir, uint64_t rou
   sp.compressed = flags & 1;
   sp.observed = flags & 2;
   REGTOPK_ASSIGN_OR_RETURN(sp.rng_state, f.U64("rng_state"));
+  if (f.Has("extra")) {
+    REGTOPK_ASSIGN_OR_RETURN(absl::string_view extra, f.Bytes("extra"));
+    s.extra = std::string(extra);
+  }
   if (s.round != round || s.worker_id != worker_id || s.params.size() != dim) {
     return absl::DataLossError(absl::StrCat(
         "state file '", path, "' is of round ", s.round, ", worker ", s.worker_id, " and ",

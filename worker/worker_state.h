@@ -21,6 +21,9 @@ struct WorkerState {
   std::vector<float> params;
   std::vector<float> optimizer_state;  // Optimizer::state(): empty for plain SGD
   SparsifierState sparsifier;
+  // The caller's own bytes (WorkerSessionOptions::save_extra: e.g. a model's BatchNorm
+  // statistics); empty if none.
+  std::string extra;
 };
 
 // Writes DIR/state-R.rtk atomically (DIR is created if missing).

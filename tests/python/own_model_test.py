@@ -150,6 +150,39 @@ def main():
     check(not torch.equal(state[0]["bn1.running_mean"], state[1]["bn1.running_mean"]),
           "BatchNorm statistics are each worker's own (kept local)")
 
+    # A worker SIGKILLed and restarted: with checkpoints, its saved model (parameters and
+    # BatchNorm statistics, which travel in the worker's saved state) equals the uninterrupted
+    # run's, tensor for tensor.
+    def checkpointed_run(tag, kill_at=None):
+        srv, addr = start_server(2, 60, ["--checkpoint-dir=" + os.path.join(TMP, tag, "server"),
+                                         "--checkpoint-every=10"])
+        out = [os.path.join(TMP, f"{tag}_model_{w}.pt") for w in range(2)]
+        flags = lambda w: [f"--model={model_path}", f"--train-data={data['train']}",
+                           f"--save-model={out[w]}", f"--metrics={os.path.join(TMP, f'{tag}_w{w}.jsonl')}",
+                           f"--state-dir={os.path.join(TMP, tag, f'w{w}')}", "--evaluate=no"]
+        ps = [worker(addr, w, *flags(w)) for w in range(2)]
+        if kill_at is not None:
+            metrics0 = os.path.join(TMP, f"{tag}_w0.jsonl")
+            import time
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                if os.path.exists(metrics0) and sum(1 for _ in open(metrics0)) >= kill_at:
+                    break
+                time.sleep(0.05)
+            ps[0].kill()
+            ps[0].wait()
+            ps[0] = worker(addr, 0, *flags(0))
+        for w, p in enumerate(ps):
+            _, err = p.communicate(timeout=600)
+            check(p.returncode == 0, f"{tag}: worker {w} finished ({err.strip()[-200:]!r})")
+        srv.wait(timeout=60)
+        return torch.load(out[0])
+    want = checkpointed_run("straight")
+    got = checkpointed_run("killed", kill_at=35)
+    check(list(got) == list(want) and all(torch.equal(got[k], want[k]) for k in want),
+          "after a SIGKILL and restart, worker 0's saved model (BatchNorm statistics included) "
+          "equals the uninterrupted run's")
+
     # Bad input: each fails before joining, naming the file.
     bad = os.path.join(TMP, "bad.npz")
     with open(bad, "wb") as f:

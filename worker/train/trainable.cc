@@ -155,6 +155,34 @@ void CopyGradientsTo(TrainableModel& model, absl::Span<float> flat) {
   }
 }
 
+std::string SerializeBuffers(TrainableModel& model) {
+  std::string out;
+  for (const auto& [name, b] : model.Buffers()) {
+    torch::Tensor cpu = b.detach().to(torch::kCPU).contiguous();
+    out.append(static_cast<const char*>(cpu.data_ptr()), cpu.numel() * cpu.element_size());
+  }
+  return out;
+}
+
+absl::Status RestoreBuffers(TrainableModel& model, absl::string_view bytes) {
+  size_t need = 0;
+  for (const auto& [name, b] : model.Buffers()) need += b.numel() * b.element_size();
+  if (bytes.size() != need) {
+    return absl::InvalidArgumentError(absl::StrCat("saved model buffers hold ", bytes.size(),
+                                                   " bytes, the model's need ", need));
+  }
+  torch::NoGradGuard no_grad;
+  size_t at = 0;
+  for (auto& [name, b] : model.Buffers()) {
+    const size_t n = b.numel() * b.element_size();
+    torch::Tensor src = torch::empty(b.sizes(), b.options().device(torch::kCPU));
+    std::memcpy(src.data_ptr(), bytes.data() + at, n);
+    b.copy_(src);
+    at += n;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status SaveStateDict(TrainableModel& model, const std::string& path) {
   c10::Dict<std::string, torch::Tensor> dict;
   for (const auto& [name, t] : model.Parameters()) dict.insert(name, t.detach().to(torch::kCPU));

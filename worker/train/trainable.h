@@ -50,6 +50,11 @@ void CopyParametersFrom(TrainableModel& model, absl::Span<const float> flat);
 // The parameters' gradients, flat; zeros for a parameter without one.
 void CopyGradientsTo(TrainableModel& model, absl::Span<float> flat);
 
+// The buffers' raw bytes, in Buffers() order (for the worker's saved state), and back: the
+// restore is INVALID_ARGUMENT unless the bytes have exactly the buffers' sizes.
+std::string SerializeBuffers(TrainableModel& model);
+absl::Status RestoreBuffers(TrainableModel& model, absl::string_view bytes);
+
 // Writes the parameters and buffers as a state_dict that Python reads with torch.load(path)
 // and loads with module.load_state_dict(...): keys are the model's own names. Written to
 // path.tmp and renamed, so a reader never sees half a file.

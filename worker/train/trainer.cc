@@ -332,6 +332,13 @@ absl::Status RunWorker(const TrainerOptions& o) {
     so.state_dir = o.state_dir;
     so.allow_fresh_state = o.allow_fresh_state;
     so.log = log;
+    // BatchNorm statistics and other buffers: saved with the worker's state, so that a resumed
+    // worker's model (and what --save-model writes) is the uninterrupted run's.
+    // The trainer runs round R's forward pass (which updates BatchNorm's statistics) before the
+    // session saves the state before round R, so the buffers are captured before that pass.
+    std::string buffers_before_round;
+    so.save_extra = [&buffers_before_round] { return buffers_before_round; };
+    so.restore_extra = [&model](absl::string_view bytes) { return RestoreBuffers(*model, bytes); };
     REGTOPK_ASSIGN_OR_RETURN(std::unique_ptr<WorkerSession> session,
                              WorkerSession::Start(client.get(), so, std::move(initial)));
     REGTOPK_RETURN_IF_ERROR(metrics.Open(session->resumed()));
@@ -359,6 +366,9 @@ absl::Status RunWorker(const TrainerOptions& o) {
       }
       x = x.to(device);
       y = y.to(device);
+      if (session->config().IsCheckpointRound(session->round()) && !o.state_dir.empty()) {
+        buffers_before_round = SerializeBuffers(*model);
+      }
       for (auto& [name, p] : model->Parameters()) p.mutable_grad() = torch::Tensor();
       torch::Tensor loss = loss_of(model->Forward(x), y);
       loss.backward();
