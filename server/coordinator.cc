@@ -19,6 +19,31 @@
 namespace regtopk {
 namespace {
 
+// --max-abs-value refuses a push with a larger entry (INVALID_ARGUMENT naming it); --clip-norm
+// scales one whose L2 norm exceeds it down to it (*clipped).
+absl::Status ApplyPushLimits(const JobConfig& job, SparseVector* grad, bool* clipped) {
+  if (const double limit = job.max_abs_value; limit > 0) {
+    for (size_t i = 0; i < grad->nnz(); ++i) {
+      if (std::fabs(grad->values[i]) > limit) {
+        return absl::InvalidArgumentError(absl::StrCat("entry ", grad->indices[i], " = ",
+                                                       grad->values[i],
+                                                       " exceeds --max-abs-value=", limit));
+      }
+    }
+  }
+  if (const double clip = job.clip_norm; clip > 0) {
+    double squared = 0;
+    for (float v : grad->values) squared += static_cast<double>(v) * v;
+    const double norm = std::sqrt(squared);
+    if (norm > clip) {
+      const float scale = static_cast<float>(clip / norm);
+      for (float& v : grad->values) v *= scale;
+      *clipped = true;
+    }
+  }
+  return absl::OkStatus();
+}
+
 // How often a round that waits for a missing worker says so.
 constexpr absl::Duration kWaitingLogInterval = absl::Seconds(10);
 
@@ -403,6 +428,10 @@ absl::Status Coordinator::Push(uint32_t worker_id, uint64_t round, absl::string_
   }
   SparseVector grad;
   absl::Status decoded = DecodeSparse(encoded, dim, options_.job.MaxEntries(dim), &grad);
+  // The job's push limits are O(nnz): applied with the decode, outside the lock.
+  bool clipped = false;
+  const absl::Status limited =
+      decoded.ok() ? ApplyPushLimits(options_.job, &grad, &clipped) : absl::OkStatus();
   absl::MutexLock lock(&mu_);
   if (!decoded.ok()) {
     reason = "malformed";
@@ -410,25 +439,10 @@ absl::Status Coordinator::Push(uint32_t worker_id, uint64_t round, absl::string_
         absl::StrCat("worker ", worker_id, " round ", round, ": ", decoded.message())));
   }
   if (absl::Status s = check(); !s.ok()) return reject(s);
-  if (const double limit = options_.job.max_abs_value; limit > 0) {
-    for (size_t i = 0; i < grad.nnz(); ++i) {
-      if (std::fabs(grad.values[i]) > limit) {
-        reason = "max_abs_value";
-        return reject(absl::InvalidArgumentError(absl::StrCat(
-            "worker ", worker_id, " round ", round, ": entry ", grad.indices[i], " = ",
-            grad.values[i], " exceeds --max-abs-value=", limit)));
-      }
-    }
-  }
-  if (const double clip = options_.job.clip_norm; clip > 0) {
-    double squared = 0;
-    for (float v : grad.values) squared += static_cast<double>(v) * v;
-    const double norm = std::sqrt(squared);
-    if (norm > clip) {
-      const float scale = static_cast<float>(clip / norm);
-      for (float& v : grad.values) v *= scale;
-      if (ServerMetrics* m = options_.metrics) m->clipped_pushes->Add();
-    }
+  if (!limited.ok()) {
+    reason = "max_abs_value";
+    return reject(absl::InvalidArgumentError(
+        absl::StrCat("worker ", worker_id, " round ", round, ": ", limited.message())));
   }
   if (machine_.Classify(worker_id, round, payload_digest) != RoundMachine::Verdict::kNew) {
     reason = "duplicate";
@@ -439,6 +453,9 @@ absl::Status Coordinator::Push(uint32_t worker_id, uint64_t round, absl::string_
     m->push_bytes->Add(encoded.size());
     m->push_dense_equivalent_bytes->Add(4.0 * dim);
     m->upstream_compression->SetRatio(*m->push_dense_equivalent_bytes, *m->push_bytes);
+  }
+  if (clipped) {
+    if (ServerMetrics* m = options_.metrics) m->clipped_pushes->Add();
   }
   const bool saved = saved_state_round == round && options_.job.IsCheckpointRound(round);
   machine_.Record(worker_id, payload_digest, std::move(grad), saved, std::move(done));

@@ -1,5 +1,7 @@
 #include "common/rpc/conversions.h"
 
+#include <optional>
+
 #include <string>
 #include <utility>
 
@@ -21,25 +23,44 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
 
 namespace {
 
-// The one table of domain <-> wire algorithm names; both directions read it.
+// The one table per enum of domain <-> wire names; both directions read it.
 constexpr std::pair<Algorithm, v1::Algorithm> kAlgorithms[] = {
     {Algorithm::kDense, v1::ALGORITHM_DENSE},
     {Algorithm::kTopK, v1::ALGORITHM_TOPK},
     {Algorithm::kRandK, v1::ALGORITHM_RANDK},
     {Algorithm::kRegTopK, v1::ALGORITHM_REGTOPK},
 };
+constexpr std::pair<OptimizerKind, v1::Optimizer> kOptimizers[] = {
+    {OptimizerKind::kSgd, v1::OPTIMIZER_SGD},
+    {OptimizerKind::kAdam, v1::OPTIMIZER_ADAM},
+    {OptimizerKind::kAdamW, v1::OPTIMIZER_ADAMW},
+};
+constexpr std::pair<LrSchedule, v1::LrSchedule> kSchedules[] = {
+    {LrSchedule::kConstant, v1::LR_SCHEDULE_CONSTANT},
+    {LrSchedule::kStep, v1::LR_SCHEDULE_STEP},
+    {LrSchedule::kCosine, v1::LR_SCHEDULE_COSINE},
+};
 
-v1::Algorithm ToProto(Algorithm a) {
-  for (const auto& [domain, wire] : kAlgorithms) {
-    if (domain == a) return wire;
+template <typename Domain, typename Wire, size_t N>
+Wire ToWire(const std::pair<Domain, Wire> (&table)[N], Domain d) {
+  for (const auto& [domain, wire] : table) {
+    if (domain == d) return wire;
   }
-  return v1::ALGORITHM_UNSPECIFIED;
+  return Wire{};  // every enumerator is in its table
+}
+
+template <typename Domain, typename Wire, size_t N>
+std::optional<Domain> ToDomain(const std::pair<Domain, Wire> (&table)[N], Wire w) {
+  for (const auto& [domain, wire] : table) {
+    if (wire == w) return domain;
+  }
+  return std::nullopt;
 }
 
 }  // namespace
 
 void ToProto(const JobConfig& c, uint64_t dim, v1::JobConfig* p) {
-  p->set_algorithm(ToProto(c.algorithm));
+  p->set_algorithm(ToWire(kAlgorithms, c.algorithm));
   p->set_density(c.density);
   p->set_mu(c.mu);
   p->set_learning_rate(c.optimizer.lr);
@@ -55,15 +76,11 @@ void ToProto(const JobConfig& c, uint64_t dim, v1::JobConfig* p) {
   p->set_checkpoint_every(c.checkpoint_every);
   p->set_round_timeout_seconds(c.round_timeout_seconds);
   const OptimizerOptions& o = c.optimizer;
-  p->set_optimizer(o.kind == OptimizerKind::kAdam    ? v1::OPTIMIZER_ADAM
-                   : o.kind == OptimizerKind::kAdamW ? v1::OPTIMIZER_ADAMW
-                                                     : v1::OPTIMIZER_SGD);
+  p->set_optimizer(ToWire(kOptimizers, o.kind));
   p->set_beta1(o.beta1);
   p->set_beta2(o.beta2);
   p->set_eps(o.eps);
-  p->set_lr_schedule(o.schedule == LrSchedule::kStep     ? v1::LR_SCHEDULE_STEP
-                     : o.schedule == LrSchedule::kCosine ? v1::LR_SCHEDULE_COSINE
-                                                         : v1::LR_SCHEDULE_CONSTANT);
+  p->set_lr_schedule(ToWire(kSchedules, o.schedule));
   p->set_warmup_rounds(o.warmup_rounds);
   p->set_step_rounds(o.step_rounds);
   p->set_step_gamma(o.step_gamma);
@@ -75,17 +92,12 @@ void ToProto(const JobConfig& c, uint64_t dim, v1::JobConfig* p) {
 
 absl::StatusOr<JobConfig> FromProto(const v1::JobConfig& p, uint64_t dim) {
   JobConfig c;
-  bool known = false;
-  for (const auto& [domain, wire] : kAlgorithms) {
-    if (wire == p.algorithm()) {
-      c.algorithm = domain;
-      known = true;
-    }
-  }
-  if (!known) {
+  const std::optional<Algorithm> algorithm = ToDomain(kAlgorithms, p.algorithm());
+  if (!algorithm) {
     return absl::InvalidArgumentError(
         absl::StrCat("job config names unknown algorithm ", static_cast<int>(p.algorithm())));
   }
+  c.algorithm = *algorithm;
   c.density = p.density();
   c.mu = p.mu();
   c.optimizer.lr = p.learning_rate();
@@ -99,35 +111,21 @@ absl::StatusOr<JobConfig> FromProto(const v1::JobConfig& p, uint64_t dim) {
   c.checkpoint_every = p.checkpoint_every();
   c.round_timeout_seconds = p.round_timeout_seconds();
   OptimizerOptions& o = c.optimizer;
-  switch (p.optimizer()) {
-    case v1::OPTIMIZER_UNSPECIFIED:
-    case v1::OPTIMIZER_SGD:
-      o.kind = OptimizerKind::kSgd;
-      break;
-    case v1::OPTIMIZER_ADAM:
-      o.kind = OptimizerKind::kAdam;
-      break;
-    case v1::OPTIMIZER_ADAMW:
-      o.kind = OptimizerKind::kAdamW;
-      break;
-    default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("job config names unknown optimizer ", static_cast<int>(p.optimizer())));
+  // Older senders leave the optimizer unset: that was SGD.
+  const v1::Optimizer kind =
+      p.optimizer() == v1::OPTIMIZER_UNSPECIFIED ? v1::OPTIMIZER_SGD : p.optimizer();
+  const std::optional<OptimizerKind> k = ToDomain(kOptimizers, kind);
+  if (!k) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("job config names unknown optimizer ", static_cast<int>(p.optimizer())));
   }
-  switch (p.lr_schedule()) {
-    case v1::LR_SCHEDULE_CONSTANT:
-      o.schedule = LrSchedule::kConstant;
-      break;
-    case v1::LR_SCHEDULE_STEP:
-      o.schedule = LrSchedule::kStep;
-      break;
-    case v1::LR_SCHEDULE_COSINE:
-      o.schedule = LrSchedule::kCosine;
-      break;
-    default:
-      return absl::InvalidArgumentError(absl::StrCat("job config names unknown lr schedule ",
-                                                     static_cast<int>(p.lr_schedule())));
+  o.kind = *k;
+  const std::optional<LrSchedule> schedule = ToDomain(kSchedules, p.lr_schedule());
+  if (!schedule) {
+    return absl::InvalidArgumentError(absl::StrCat("job config names unknown lr schedule ",
+                                                   static_cast<int>(p.lr_schedule())));
   }
+  o.schedule = *schedule;
   o.beta1 = p.beta1();
   o.beta2 = p.beta2();
   o.eps = p.eps();

@@ -366,20 +366,25 @@ absl::StatusOr<Dataset> LoadNpzDataset(const std::string& path) {
   return d;
 }
 
-NpyArray MakeFloat32Array(std::vector<int64_t> shape, const std::vector<float>& values) {
+namespace {
+
+template <typename T>
+NpyArray MakeArray(const char* descr, std::vector<int64_t> shape, const std::vector<T>& values) {
   NpyArray a;
-  a.descr = "<f4";
+  a.descr = descr;
   a.shape = std::move(shape);
-  a.data.assign(reinterpret_cast<const char*>(values.data()), 4 * values.size());
+  a.data.assign(reinterpret_cast<const char*>(values.data()), sizeof(T) * values.size());
   return a;
 }
 
+}  // namespace
+
+NpyArray MakeFloat32Array(std::vector<int64_t> shape, const std::vector<float>& values) {
+  return MakeArray("<f4", std::move(shape), values);
+}
+
 NpyArray MakeInt64Array(std::vector<int64_t> shape, const std::vector<int64_t>& values) {
-  NpyArray a;
-  a.descr = "<i8";
-  a.shape = std::move(shape);
-  a.data.assign(reinterpret_cast<const char*>(values.data()), 8 * values.size());
-  return a;
+  return MakeArray("<i8", std::move(shape), values);
 }
 
 absl::Status WriteNpz(const std::string& path, const std::map<std::string, NpyArray>& arrays) {
