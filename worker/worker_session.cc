@@ -92,6 +92,13 @@ absl::StatusOr<JoinReply> WorkerSession::JoinWithRetry(ServerClient* client,
   }
 }
 
+absl::StatusOr<JoinReply> WorkerSession::Probe(ServerClient* client,
+                                               const WorkerSessionOptions& options, uint64_t dim) {
+  WorkerSessionOptions probe = options;
+  probe.num_samples = 0;
+  return JoinWithRetry(client, probe, dim);
+}
+
 absl::StatusOr<std::unique_ptr<WorkerSession>> WorkerSession::Start(
     ServerClient* client, const WorkerSessionOptions& options_in,
     std::vector<float> initial_parameters) {

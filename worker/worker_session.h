@@ -86,6 +86,12 @@ class WorkerSession {
       ServerClient* client, const WorkerSessionOptions& options,
       std::vector<float> initial_parameters);
 
+  // The job's config without joining (a probe: num_samples 0, nothing registered), e.g. to
+  // split the data by the job's number of workers first; retried like Start's join while the
+  // server is unreachable, up to options.reconnect_timeout.
+  static absl::StatusOr<JoinReply> Probe(ServerClient* client, const WorkerSessionOptions& options,
+                                         uint64_t dim);
+
   // One round with this worker's local gradient (length dim()) computed at parameters() for
   // round(). FAILED_PRECONDITION once the job's last round is done, or when the server refuses
   // the re-join (the job failed; no state to roll back to); INVALID_ARGUMENT for a non-finite

@@ -186,12 +186,17 @@ class Session {
 
 // The job's config without joining (num_samples = 0: a probe), waiting for the server.
 py::dict Probe(const std::string& server, uint32_t worker_id, uint64_t dim,
-               const std::string& layout, double rpc_timeout, const Security& security) {
+               const std::string& layout, double rpc_timeout, double reconnect_timeout,
+               const Security& security) {
   auto client = Connect(server, worker_id, rpc_timeout, rpc_timeout, security);
+  WorkerSessionOptions so;
+  so.worker_id = worker_id;
+  so.layout_digest = DigestBytes(layout);
+  so.reconnect_timeout = absl::Seconds(reconnect_timeout);
   absl::StatusOr<JoinReply> r;
   {
     py::gil_scoped_release release;
-    r = client->Join(worker_id, 0, dim, DigestBytes(layout));
+    r = WorkerSession::Probe(client.get(), so, dim);
   }
   return ConfigDict(OrRaise(std::move(r)).config);
 }
@@ -261,8 +266,9 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("weight", &Session::weight)
       .def_property_readonly("config", &Session::config);
   m.def("probe", &Probe, py::arg("server"), py::arg("worker_id"), py::arg("dim"),
-        py::arg("layout"), py::arg("rpc_timeout") = 30.0, py::arg("security") = Security{},
-        "The job's config (a probe join that registers nothing).");
+        py::arg("layout"), py::arg("rpc_timeout") = 30.0, py::arg("reconnect_timeout") = 300.0,
+        py::arg("security") = Security{},
+        "The job's config (a probe join that registers nothing), waiting for the server.");
   m.def("digest_floats", [](FloatArray a) {
     return DigestFloats(absl::MakeConstSpan(a.data(), a.size()));
   });

@@ -197,30 +197,6 @@ torch::Tensor TargetsOf(const Dataset& d) {
   return torch::from_blob(const_cast<float*>(d.targets.data()), shape, torch::kFloat).clone();
 }
 
-absl::StatusOr<JoinReply> ProbeJob(ServerClient* client, uint32_t worker_id, uint64_t dim,
-                                   uint64_t layout_digest, absl::Duration reconnect_timeout,
-                                   const std::function<void(const std::string&)>& log) {
-  const absl::Time start = absl::Now();
-  absl::Time next_log = start + absl::Seconds(10);
-  absl::Duration backoff = absl::Milliseconds(100);
-  while (true) {
-    absl::StatusOr<JoinReply> probe = client->Join(worker_id, 0, dim, layout_digest);
-    if (probe.ok()) return probe;
-    const absl::StatusCode code = probe.status().code();
-    if ((code != absl::StatusCode::kUnavailable && code != absl::StatusCode::kDeadlineExceeded &&
-         code != absl::StatusCode::kCancelled) ||
-        absl::Now() - start > reconnect_timeout) {
-      return probe.status();
-    }
-    if (absl::Now() >= next_log) {
-      log(absl::StrCat("waiting for the server: ", probe.status().message()));
-      next_log = absl::Now() + absl::Seconds(10);
-    }
-    absl::SleepFor(backoff);
-    backoff = std::min(backoff * 2, absl::Seconds(2));
-  }
-}
-
 BatchOrder::BatchOrder(uint64_t seed, uint32_t worker, int64_t n, int64_t batch)
     : seed_(seed), worker_(worker), n_(n), batch_(std::min(batch, n)),
       per_epoch_(static_cast<uint64_t>(n / std::min(batch, n))), perm_(n) {}
@@ -302,8 +278,16 @@ absl::Status RunWorker(const TrainerOptions& o) {
     const int64_t dim = NumParameters(*model);
     const uint64_t layout_digest = DigestBytes(LayoutString(*model));
 
-    REGTOPK_ASSIGN_OR_RETURN(JoinReply job, ProbeJob(client.get(), o.worker_id, dim,
-                                                     layout_digest, o.reconnect_timeout, log));
+    WorkerSessionOptions so;
+    so.worker_id = o.worker_id;
+    so.layout_digest = layout_digest;
+    so.start_timeout = o.start_timeout;
+    so.reconnect_timeout = o.reconnect_timeout;
+    so.state_dir = o.state_dir;
+    so.allow_fresh_state = o.allow_fresh_state;
+    so.log = log;
+    // The job's size first (the data split depends on the number of workers).
+    REGTOPK_ASSIGN_OR_RETURN(JoinReply job, WorkerSession::Probe(client.get(), so, dim));
     REGTOPK_ASSIGN_OR_RETURN(WorkerData data,
                              source->Split(static_cast<int>(job.config.num_workers), o.worker_id,
                                            job.config.seed));
@@ -322,16 +306,8 @@ absl::Status RunWorker(const TrainerOptions& o) {
     } else {
       REGTOPK_RETURN_IF_ERROR(CopyParametersTo(*model, absl::MakeSpan(initial)));
     }
-    WorkerSessionOptions so;
-    so.worker_id = o.worker_id;
     so.num_samples = data.train.num_examples;
-    so.layout_digest = layout_digest;
     so.partition_digest = data.partition_digest;
-    so.start_timeout = o.start_timeout;
-    so.reconnect_timeout = o.reconnect_timeout;
-    so.state_dir = o.state_dir;
-    so.allow_fresh_state = o.allow_fresh_state;
-    so.log = log;
     // BatchNorm statistics and other buffers: saved with the worker's state, so that a resumed
     // worker's model (and what --save-model writes) is the uninterrupted run's.
     // The trainer runs round R's forward pass (which updates BatchNorm's statistics) before the

@@ -1,5 +1,5 @@
 // The parts RunWorker is made of, each with its own tests: the metrics file (appended to on a
-// resume), the loss, evaluation, and the probe that learns the job's size. Thread-compatible.
+// resume), the loss and evaluation. Thread-compatible.
 #ifndef REGTOPK_WORKER_TRAIN_TRAINER_PARTS_H_
 #define REGTOPK_WORKER_TRAIN_TRAINER_PARTS_H_
 
@@ -56,11 +56,6 @@ Evaluation Evaluate(TrainableModel& model, const LossFn& loss, const torch::Tens
 torch::Tensor FeaturesOf(const Dataset& d);
 torch::Tensor TargetsOf(const Dataset& d);
 
-// Learns the job's config (the split depends on the number of workers), retrying while the
-// server is not up yet, up to `reconnect_timeout`; `log` hears of the wait every 10 s.
-absl::StatusOr<JoinReply> ProbeJob(ServerClient* client, uint32_t worker_id, uint64_t dim,
-                                   uint64_t layout_digest, absl::Duration reconnect_timeout,
-                                   const std::function<void(const std::string&)>& log);
 
 }  // namespace regtopk
 
