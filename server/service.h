@@ -43,6 +43,10 @@ class ParameterServerService final : public v1::ParameterServer::CallbackService
   // which the coordinator refuses anyway). Release gives it back.
   bool AcquireStream(uint32_t worker);
   void ReleaseStream(uint32_t worker);
+  // Streams `worker` holds open now (0 for an id outside the job).
+  int open_streams(uint32_t worker) const {
+    return worker < num_workers_ ? streams_[worker].load() : 0;
+  }
 
   // Payload bytes received (pushes, uploads) and sent (aggregates, pulls).
   uint64_t bytes_in() const { return bytes_in_.load(std::memory_order_relaxed); }

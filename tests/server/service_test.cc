@@ -514,7 +514,13 @@ TEST(BoundedResources, StreamsPerWorkerAreLimited) {
   };
   std::vector<std::unique_ptr<Open>> held;
   for (int i = 0; i < ParameterServerService::kMaxStreamsPerWorker; ++i) held.push_back(open(0));
-  // Every held stream has reached the server (its slot is taken) once this one is answered.
+  // Streams of one channel reach the server in no set order: wait (bounded) until all eight
+  // hold their slot, so that the ninth is the one refused.
+  for (int i = 0; i < 500 && server.service().open_streams(0) <
+                                 ParameterServerService::kMaxStreamsPerWorker; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_EQ(server.service().open_streams(0), ParameterServerService::kMaxStreamsPerWorker);
   auto ninth = open(0);
   ninth->stream->WritesDone();
   grpc::Status s = ninth->stream->Finish();
