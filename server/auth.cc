@@ -24,6 +24,34 @@ std::optional<uint32_t> ParseWorker(absl::string_view text) {
 
 }  // namespace
 
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
+    const ServerTlsFiles& files) {
+  if (files.cert.empty() != files.key.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  }
+  if (!files.ca.empty() && files.cert.empty()) {
+    return absl::InvalidArgumentError("--tls-ca needs --tls-cert and --tls-key");
+  }
+  if (files.cert.empty()) return grpc::InsecureServerCredentials();
+  auto cert = ReadPemFile(files.cert, "--tls-cert");
+  if (!cert.ok()) return cert.status();
+  auto key = ReadPemFile(files.key, "--tls-key");
+  if (!key.ok()) return key.status();
+  grpc::SslServerCredentialsOptions ssl(
+      files.ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                       // Requested and verified, but the handshake does not demand one: the
+                       // health check needs none, and every other call without one gets
+                       // UNAUTHENTICATED from the Authenticator.
+                       : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
+  if (!files.ca.empty()) {
+    auto ca = ReadPemFile(files.ca, "--tls-ca");
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *ca;
+  }
+  ssl.pem_key_cert_pairs.push_back({*key, *cert});
+  return grpc::SslServerCredentials(ssl);
+}
+
 grpc::Status Authenticator::Identify(const grpc::ServerContextBase& context,
                                      std::optional<uint32_t>* worker) const {
   worker->reset();

@@ -9,8 +9,11 @@
 #include <grpcpp/grpcpp.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
+
+#include "absl/status/statusor.h"
 
 namespace regtopk {
 
@@ -19,6 +22,21 @@ struct AuthOptions {
   std::string job_secret;            // tokens; empty = none
   bool enabled() const { return client_certificates || !job_secret.empty(); }
 };
+
+// The server's TLS files (PEM paths). cert and key go together; ca (the workers' CA) turns on
+// mutual TLS: client certificates are requested and verified, and the Authenticator reads the
+// worker id from their CN.
+struct ServerTlsFiles {
+  std::string cert;
+  std::string key;
+  std::string ca;  // empty: one-way TLS
+};
+
+// Credentials for grpc::ServerBuilder: insecure when `files.cert` is empty, else TLS as above.
+// INVALID_ARGUMENT naming the flag (--tls-cert, --tls-key, --tls-ca) of a file that is missing
+// or unreadable, or of a combination that does not make sense.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
+    const ServerTlsFiles& files);
 
 class Authenticator {
  public:

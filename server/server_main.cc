@@ -281,13 +281,13 @@ int Main() {
 
 
   // Transport security and identity (see server/auth.h).
-  const std::string tls_cert = absl::GetFlag(FLAGS_tls_cert), tls_key = absl::GetFlag(FLAGS_tls_key),
-                    tls_ca = absl::GetFlag(FLAGS_tls_ca);
-  if (tls_cert.empty() != tls_key.empty()) FlagErrorExit(kProgram, "--tls-cert and --tls-key go together");
-  if (!tls_ca.empty() && tls_cert.empty()) FlagErrorExit(kProgram, "--tls-ca needs --tls-cert and --tls-key");
-  const bool tls = !tls_cert.empty();
+  ServerTlsFiles tls_files{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
+                           absl::GetFlag(FLAGS_tls_ca)};
+  auto credentials = MakeServerCredentials(tls_files);
+  if (!credentials.ok()) FlagErrorExit(kProgram, credentials.status().message());
+  const bool tls = !tls_files.cert.empty();
   AuthOptions auth_options;
-  auth_options.client_certificates = !tls_ca.empty();
+  auth_options.client_certificates = !tls_files.ca.empty();
   if (const std::string f = absl::GetFlag(FLAGS_job_secret_file); !f.empty()) {
     auto secret = ReadJobSecret(f);
     if (!secret.ok()) FlagErrorExit(kProgram, secret.status().message());
@@ -307,26 +307,6 @@ int Main() {
               << " without TLS (--insecure): traffic is plaintext"
               << (auth_options.enabled() ? "" : " and any client can act as any worker") << "\n";
   }
-  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
-  if (tls) {
-    auto cert = ReadPemFile(tls_cert, "--tls-cert");
-    auto key = ReadPemFile(tls_key, "--tls-key");
-    if (!cert.ok()) FlagErrorExit(kProgram, cert.status().message());
-    if (!key.ok()) FlagErrorExit(kProgram, key.status().message());
-    grpc::SslServerCredentialsOptions ssl(
-        tls_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
-                       // Requested and verified, but the handshake does not demand one: the
-                       // health check needs none, and every other call without one gets
-                       // UNAUTHENTICATED from the Authenticator.
-                       : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
-    if (!tls_ca.empty()) {
-      auto ca = ReadPemFile(tls_ca, "--tls-ca");
-      if (!ca.ok()) FlagErrorExit(kProgram, ca.status().message());
-      ssl.pem_root_certs = *ca;
-    }
-    ssl.pem_key_cert_pairs.push_back({*key, *cert});
-    credentials = grpc::SslServerCredentials(ssl);
-  }
   Authenticator authenticator(auth_options);
 
   ParameterServerService service(coordinator->get(), &authenticator);
@@ -335,7 +315,7 @@ int Main() {
   grpc::ServerBuilder builder;
   int selected_port = 0;
   const std::string address = absl::StrCat(host, ":", port);
-  builder.AddListeningPort(address, credentials, &selected_port);
+  builder.AddListeningPort(address, *credentials, &selected_port);
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -344,7 +324,7 @@ int Main() {
     return 1;
   }
   std::cout << "regtopk-server listening on " << host << ":" << selected_port
-            << (tls ? (tls_ca.empty() ? " (TLS)" : " (mutual TLS)") : "")
+            << (tls ? (tls_files.ca.empty() ? " (TLS)" : " (mutual TLS)") : "")
             << (auth_options.job_secret.empty() ? "" : " (worker tokens)") << std::endl;
   std::unique_ptr<MetricsHttpExporter> exporter;
   if (const int metrics_port = absl::GetFlag(FLAGS_metrics_port); metrics_port >= 0) {

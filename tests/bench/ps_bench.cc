@@ -2,9 +2,13 @@
 // One in-process server, 4 client threads, d = 11.2 M (ResNet-18), densities 0.1 % and 1 %;
 // each round every client pushes k random entries, waits for the aggregate and decodes it.
 // Compared against the same server forced to send the aggregate dense. Prints a table.
+// With --tls-dir=DIR (a deploy/make-certs.sh folder for 4 workers) it instead compares mutual
+// TLS (server certificate, client certificates, the Authenticator on every call) with plaintext
+// at density 0.1 %, alternating the two so that both see the same machine load.
 #include <grpcpp/grpcpp.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <set>
 #include <string>
@@ -14,6 +18,7 @@
 #include "absl/time/clock.h"
 #include "common/wire/chunking.h"
 #include "common/wire/sparse_codec.h"
+#include "server/auth.h"
 #include "server/coordinator.h"
 #include "server/service.h"
 #include "tests/testing/random_sparse.h"
@@ -39,7 +44,8 @@ std::string RandomPush(size_t k, uint32_t seed) {
   return s;
 }
 
-Result Run(double density, bool force_dense, int rounds) {
+// tls_dir empty: plaintext, no authentication; else mutual TLS with that folder's certificates.
+Result Run(double density, bool force_dense, int rounds, const std::string& tls_dir = "") {
   CoordinatorOptions o;
   o.job.num_workers = kWorkers;
   o.job.algorithm = Algorithm::kTopK;
@@ -47,10 +53,22 @@ Result Run(double density, bool force_dense, int rounds) {
   o.job.digest_every = 0;
   o.force_dense_aggregate = force_dense;
   auto coordinator = std::move(*Coordinator::Create(o));
-  ParameterServerService service(coordinator.get());
+  ServerTlsFiles tls;
+  if (!tls_dir.empty()) {
+    tls = {tls_dir + "/server.pem", tls_dir + "/server.key", tls_dir + "/ca.pem"};
+  }
+  auto credentials = MakeServerCredentials(tls);
+  if (!credentials.ok()) {
+    std::fprintf(stderr, "regtopk-ps-bench: %s\n", std::string(credentials.status().message()).c_str());
+    std::exit(2);
+  }
+  AuthOptions auth;
+  auth.client_certificates = !tls_dir.empty();
+  Authenticator authenticator(auth);
+  ParameterServerService service(coordinator.get(), &authenticator);
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort("127.0.0.1:0", *credentials, &port);
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.RegisterService(&service);
   auto server = builder.BuildAndStart();
@@ -60,6 +78,12 @@ Result Run(double density, bool force_dense, int rounds) {
   for (uint32_t w = 0; w < kWorkers; ++w) {
     GrpcClientOptions co;
     co.target = "127.0.0.1:" + std::to_string(port);
+    if (!tls_dir.empty()) {
+      co.tls_ca = tls_dir + "/ca.pem";
+      co.tls_cert = tls_dir + "/worker-" + std::to_string(w) + ".pem";
+      co.tls_key = tls_dir + "/worker-" + std::to_string(w) + ".key";
+      co.tls_server_name = "localhost";
+    }
     clients.push_back(std::move(*CreateGrpcServerClient(co)));
     if (!clients[w]->Join(w, 1, kDim, 0).ok()) std::abort();
     for (int r = 0; r < 4; ++r) pushes[w].push_back(RandomPush(k, 1000 * w + r));
@@ -93,19 +117,50 @@ Result Run(double density, bool force_dense, int rounds) {
 
 int main(int argc, char** argv) {
   using regtopk::Run;
+  std::string tls_dir;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
       std::printf(
-          "Usage: regtopk-ps-bench\n"
+          "Usage: regtopk-ps-bench [--tls-dir=DIR]\n"
           "Round rate of the parameter server over loopback gRPC: one in-process server, %u "
           "client threads, d = %zu,\ndensities 0.1 %% and 1 %%, the adaptive aggregate against "
-          "one forced dense. Takes no flags; prints a table.\n",
-          regtopk::kWorkers, regtopk::kDim);
+          "one forced dense; prints a table.\n"
+          "--tls-dir=DIR: instead, mutual TLS (DIR from deploy/make-certs.sh DIR %u) against "
+          "plaintext at 0.1 %%.\n",
+          regtopk::kWorkers, regtopk::kDim, regtopk::kWorkers);
       return 0;
+    }
+    if (arg.rfind("--tls-dir=", 0) == 0) {
+      tls_dir = arg.substr(10);
+      continue;
     }
     std::fprintf(stderr, "regtopk-ps-bench: unexpected argument '%s' (see --help)\n", argv[i]);
     return 2;
+  }
+  if (!tls_dir.empty()) {
+    std::printf("parameter server, %u loopback workers, d = %zu, density 0.1 %%, plain SGD\n",
+                regtopk::kWorkers, regtopk::kDim);
+    std::printf("%-6s %18s %18s %12s\n", "pair", "plaintext rounds/s", "mutual TLS rounds/s",
+                "TLS/plain");
+    double plain_sum = 0, tls_sum = 0;
+    for (int pair = 1; pair <= 4; ++pair) {
+      // Alternate which goes first, so that neither always runs on a warmer machine.
+      regtopk::Result plain, tls;
+      if (pair % 2 == 1) {
+        plain = Run(0.001, false, 100);
+        tls = Run(0.001, false, 100, tls_dir);
+      } else {
+        tls = Run(0.001, false, 100, tls_dir);
+        plain = Run(0.001, false, 100);
+      }
+      plain_sum += plain.rounds_per_second;
+      tls_sum += tls.rounds_per_second;
+      std::printf("%-6d %18.2f %18.2f %11.2fx\n", pair, plain.rounds_per_second,
+                  tls.rounds_per_second, tls.rounds_per_second / plain.rounds_per_second);
+    }
+    std::printf("all    %18.2f %18.2f %11.2fx\n", plain_sum / 4, tls_sum / 4, tls_sum / plain_sum);
+    return 0;
   }
   std::printf("parameter server, %u loopback workers, d = %zu, plain SGD\n", regtopk::kWorkers,
               regtopk::kDim);
