@@ -140,7 +140,8 @@ absl::StatusOr<JoinResult> Coordinator::Join(uint32_t worker_id, uint64_t num_sa
   }
   if (dim == 0 || dim > options_.max_dim) {
     return absl::InvalidArgumentError(
-        absl::StrCat("model dimension ", dim, " is not in [1, ", options_.max_dim, "]"));
+        absl::StrCat("model dimension ", dim, " is not in [1, ", options_.max_dim,
+                     "] (the server's --max-dim)"));
   }
   std::optional<uint64_t> roll_back_to;
   {

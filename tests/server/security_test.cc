@@ -3,12 +3,17 @@
 // acting as another worker gets PERMISSION_DENIED, a call without a credential UNAUTHENTICATED,
 // before it touches state; and the defaults are safe: loopback only without TLS, other
 // addresses only with --insecure (and a warning).
+#include <grpcpp/grpcpp.h>
 #include <sys/stat.h>
 
 #include <fstream>
+#include <memory>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "client/server_client.h"
+#include "common/auth/worker_token.h"
+#include "regtopk/v1/parameter_server.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/subprocess.h"
@@ -152,6 +157,144 @@ TEST(Security, SafeDefaults) {
   Subprocess short_secret(kServer, {"--job-secret-file=" + dir + "/short.secret"});
   EXPECT_EQ(short_secret.Wait(), 2);
   EXPECT_THAT(short_secret.stderr_text(), HasSubstr("use at least 16"));
+}
+
+// A client that presents a certificate from another CA, or trusts another CA than the one that
+// signed the server's certificate, gets no connection: the TLS handshake fails, before any call.
+TEST(Security, AnotherCasCertificatesAreRefused) {
+  const std::string certs = NewTempDir("regtopk_certs_job");
+  const std::string other = NewTempDir("regtopk_certs_other");
+  ASSERT_EQ(std::system((kMakeCerts + " " + certs + " 1 >/dev/null").c_str()), 0);
+  ASSERT_EQ(std::system((kMakeCerts + " " + other + " 1 >/dev/null").c_str()), 0);
+  Subprocess server(kServer, {"--port=0", "--workers=1", "--algorithm=topk", "--density=0.5",
+                              "--tls-cert=" + certs + "/server.pem",
+                              "--tls-key=" + certs + "/server.key", "--tls-ca=" + certs + "/ca.pem"});
+  const std::string address = ServerAddress(server);
+  ASSERT_FALSE(address.empty()) << server.stderr_text();
+
+  // worker-0's certificate from the other CA, while trusting the job's CA.
+  GrpcClientOptions o;
+  o.target = address;
+  o.worker_id = 0;
+  o.rpc_timeout = absl::Seconds(5);
+  o.tls_server_name = "localhost";
+  o.tls_ca = certs + "/ca.pem";
+  o.tls_cert = other + "/worker-0.pem";
+  o.tls_key = other + "/worker-0.key";
+  auto foreign_client = CreateGrpcServerClient(o);
+  ASSERT_TRUE(foreign_client.ok()) << foreign_client.status();
+  auto foreign = (*foreign_client)->Join(0, 10, 4, 1);
+  EXPECT_EQ(foreign.status().code(), absl::StatusCode::kUnavailable) << foreign.status();
+
+  // The job's own worker certificate, but trusting the other CA: the server is not believed.
+  o.tls_ca = other + "/ca.pem";
+  o.tls_cert = certs + "/worker-0.pem";
+  o.tls_key = certs + "/worker-0.key";
+  auto wrong_ca_client = CreateGrpcServerClient(o);
+  ASSERT_TRUE(wrong_ca_client.ok()) << wrong_ca_client.status();
+  auto wrong_ca = (*wrong_ca_client)->Join(0, 10, 4, 1);
+  EXPECT_EQ(wrong_ca.status().code(), absl::StatusCode::kUnavailable) << wrong_ca.status();
+
+  // Neither attempt changed anything: the job's own worker joins as the first.
+  auto joined = Client(address, 0, "", certs, 0)->Join(0, 10, 4, 1);
+  ASSERT_TRUE(joined.ok()) << joined.status();
+  EXPECT_TRUE(joined->upload_parameters);
+}
+
+// The server's peak resident memory (VmHWM) in KiB, from /proc.
+uint64_t PeakRssKib(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6));
+  }
+  ADD_FAILURE() << "no VmHWM in /proc/" << pid << "/status";
+  return 0;
+}
+
+void AddToken(grpc::ClientContext* context, uint32_t worker, const std::string& secret) {
+  context->AddMetadata(kWorkerIdMetadata, std::to_string(worker));
+  context->AddMetadata(kWorkerTokenMetadata, WorkerToken(secret, worker));
+}
+
+// The attack that grew a server by 384 MiB: upload streams that send one small chunk announcing
+// the model's d and then hang. 100 without a credential and 100 with the credential of a worker
+// that never joined, all held open at once, against a joined model of 4 M parameters (16 MiB
+// each, had the server sized a buffer for them): the peak resident memory grows by under
+// 10 MiB, and each stream is answered at once.
+TEST(Security, UploadStreamsFromStrangersAllocateNothing) {
+  const std::string dir = NewTempDir("regtopk_security_upload");
+  constexpr uint64_t kDim = uint64_t{4} << 20;
+  Subprocess server(kServer, {"--port=0", "--workers=2", "--algorithm=topk", "--density=0.01",
+                              "--job-secret-file=" + SecretFile(dir, kSecret)});
+  const std::string address = ServerAddress(server);
+  ASSERT_FALSE(address.empty()) << server.stderr_text();
+  auto w0 = Client(address, 0, kSecret);
+  ASSERT_TRUE(w0->Join(0, 10, kDim, 3).ok());
+  ASSERT_TRUE(w0->UploadParameters(0, std::vector<float>(kDim, 0.5f)).ok());
+  const uint64_t before = PeakRssKib(server.pid());
+
+  auto stub = v1::ParameterServer::NewStub(
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  struct Open {
+    grpc::ClientContext context;
+    v1::UploadParametersResponse response;
+    std::unique_ptr<grpc::ClientWriter<v1::ParameterChunk>> stream;
+  };
+  std::vector<std::unique_ptr<Open>> open;
+  for (int i = 0; i < 200; ++i) {
+    auto o = std::make_unique<Open>();
+    o->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    if (i >= 100) AddToken(&o->context, 1, kSecret);  // authenticated, but worker 1 never joined
+    o->stream = stub->UploadParameters(&o->context, &o->response);
+    v1::ParameterChunk chunk;
+    chunk.set_worker_id(1);
+    chunk.set_dim(kDim);
+    chunk.set_values(std::string(4, '\0'));
+    o->stream->Write(chunk);  // false once the server has answered: that is fine
+    open.push_back(std::move(o));
+  }
+  int unauthenticated = 0, refused = 0;
+  for (auto& o : open) {
+    const grpc::Status s = o->stream->Finish();
+    if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED) ++unauthenticated;
+    if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||
+        s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      ++refused;
+    }
+  }
+  EXPECT_EQ(unauthenticated, 100);
+  EXPECT_EQ(refused, 100) << "a worker that did not join may not upload";
+  const uint64_t after = PeakRssKib(server.pid());
+  EXPECT_LT(after - before, 10u * 1024) << "peak RSS " << before << " KiB -> " << after << " KiB";
+}
+
+// One 16-byte Join announcing d = 2^28 under --momentum=0.9 once allocated 1 GiB. Without a
+// valid credential for the id it names, it allocates nothing and fixes no layout; a credential
+// holder asking for more than --max-dim is refused before any allocation too. Afterwards the
+// job is intact: its own worker joins with its own d.
+TEST(Security, AHugeJoinFromAStrangerAllocatesNothing) {
+  const std::string dir = NewTempDir("regtopk_security_join");
+  Subprocess server(kServer, {"--port=0", "--workers=2", "--algorithm=topk", "--density=0.01",
+                              "--momentum=0.9", "--max-dim=100000000",
+                              "--job-secret-file=" + SecretFile(dir, kSecret)});
+  const std::string address = ServerAddress(server);
+  ASSERT_FALSE(address.empty()) << server.stderr_text();
+  const uint64_t before = PeakRssKib(server.pid());
+  constexpr uint64_t kHuge = uint64_t{1} << 28;
+  EXPECT_EQ(Client(address, 0)->Join(0, 10, kHuge, 1).status().code(),
+            absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(Client(address, 1, kSecret)->Join(0, 10, kHuge, 1).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  auto over = Client(address, 0, kSecret)->Join(0, 10, kHuge, 1);
+  EXPECT_EQ(over.status().code(), absl::StatusCode::kInvalidArgument) << over.status();
+  EXPECT_THAT(std::string(over.status().message()),
+              HasSubstr("is not in [1, 100000000] (the server's --max-dim)"));
+  const uint64_t after = PeakRssKib(server.pid());
+  EXPECT_LT(after - before, 10u * 1024) << "peak RSS " << before << " KiB -> " << after << " KiB";
+  auto joined = Client(address, 0, kSecret)->Join(0, 10, 1000, 1);
+  ASSERT_TRUE(joined.ok()) << joined.status();
+  EXPECT_TRUE(joined->upload_parameters);
 }
 
 }  // namespace

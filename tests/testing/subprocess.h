@@ -65,6 +65,7 @@ class Subprocess {
   }
 
   void Signal(int sig) { kill(pid_, sig); }
+  pid_t pid() const { return pid_; }
 
   // Waits for exit, draining both pipes; returns the exit code, or 128 + signal. A process that
   // has not exited after `timeout_ms` is a test failure: it is killed (SIGKILL, with its process
