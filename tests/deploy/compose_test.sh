@@ -12,6 +12,15 @@ docker-compose -f docker-compose.yml config -q
 echo "ok: docker-compose.yml"
 docker-compose -f docker-compose.yml -f docker-compose.gpu.yml config -q
 echo "ok: docker-compose.yml + docker-compose.gpu.yml"
+docker-compose -f docker-compose.yml -f docker-compose.tls.yml config -q
+# The TLS override really turns TLS on: every service names the job's certificates.
+tls_config="$(docker-compose -f docker-compose.yml -f docker-compose.tls.yml config)"
+[ "$(echo "$tls_config" | grep -c -- "--tls-ca=/certs/ca.pem")" -ge 6 ] || { echo "FAIL: a service of the TLS override lacks --tls-ca"; exit 1; }
+if echo "$tls_config" | grep -q -- "--insecure"; then
+  echo "FAIL: the TLS override still listens with --insecure"; exit 1
+fi
+[ "$(echo "$tls_config" | grep -c -- "--tls-cert=/certs/worker-")" = 4 ] || { echo "FAIL: not every worker has its certificate"; exit 1; }
+echo "ok: docker-compose.yml + docker-compose.tls.yml (mutual TLS for every service)"
 
 broken="$(mktemp --suffix=.yml)"
 trap 'rm -f "$broken"' EXIT
