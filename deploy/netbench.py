@@ -283,26 +283,35 @@ def run_system(net, system, n, dim, density, rounds, build, tmp):
 
 
 def plot(rows, path):
+    """One panel per (link, d, density): round time against N for the three systems."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    cases = sorted({(r["rate_gbit"], r["dim"], r["density"]) for r in rows})
-    fig, axes = plt.subplots(1, len(cases), figsize=(4 * len(cases), 3.6), squeeze=False)
-    for ax, (rate, dim, density) in zip(axes[0], cases):
-        for system, style in (("regtopk", "o-"), ("gloo-dense", "s--"), ("gloo-topk", "^:")):
-            pts = sorted((r["workers"], r["round_s"]) for r in rows
-                         if (r["rate_gbit"], r["dim"], r["density"], r["system"]) ==
-                         (rate, dim, density, system))
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=system)
-        ax.set_yscale("log")
-        ax.set_xlabel("workers N")
-        ax.set_title(f"{rate} Gbit/s, d={dim / 1e6:g}M, {density * 100:g}%", fontsize=9)
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("round time (s)")
+    rates = sorted({r["rate_gbit"] for r in rows})
+    cases = sorted({(r["dim"], r["density"]) for r in rows if r["system"] != "gloo-dense"})
+    fig, axes = plt.subplots(len(rates), len(cases), figsize=(3.6 * len(cases), 3.2 * len(rates)),
+                             squeeze=False)
+    styles = {"regtopk": ("o-", "C0"), "gloo-dense": ("s--", "C1"), "gloo-topk": ("^:", "C2")}
+    for i, rate in enumerate(rates):
+        for j, (dim, density) in enumerate(cases):
+            ax = axes[i][j]
+            for system, (style, color) in styles.items():
+                pts = sorted((r["workers"], r["round_s"]) for r in rows
+                             if r["rate_gbit"] == rate and r["dim"] == dim and r["system"] == system
+                             and (system == "gloo-dense" or r["density"] == density))
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color, label=system)
+            ax.set_yscale("log")
+            ax.set_xticks(sorted({r["workers"] for r in rows}))
+            ax.set_title(f"{rate:g} Gbit/s, d = {dim / 1e6:g} M, {density * 100:g} %", fontsize=9)
+            ax.grid(alpha=0.3)
+            if i == len(rates) - 1:
+                ax.set_xlabel("workers N")
+            if j == 0:
+                ax.set_ylabel("round time (s)")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
 
 
 def main():
@@ -318,6 +327,8 @@ def main():
     ap.add_argument("--max-memory-gib", type=float, default=20.0,
                     help="skip a configuration whose processes would need more than this")
     ap.add_argument("--out", default="out/netbench")
+    ap.add_argument("--replot", action="store_true",
+                    help="only rewrite OUT/results.md and OUT/netbench.png from OUT/results.json")
     ap.add_argument("--append", action="store_true",
                     help="keep OUT/results.json's rows and run only the configurations it lacks")
     # role arguments
@@ -332,6 +343,12 @@ def main():
     roles = {"regtopk": role_regtopk, "gloo": role_gloo, "sink": role_sink, "source": role_source}
     if a.role in roles:
         return roles[a.role](a)
+    if a.replot:
+        with open(f"{a.out}/results.json") as f:
+            rows = json.load(f)["rows"]
+        write_table(rows, a, None)
+        plot([r for r in rows if "round_s" in r], f"{a.out}/netbench.png")
+        return 0
 
     if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"):
         print("SKIP: netbench needs root, iproute2 and tc (network namespaces)")
@@ -439,8 +456,9 @@ def write_table(rows, a, seconds):
             f.write("\nSkipped: " + "; ".join(
                 f"{r['system']} N={r['workers']} d={r['dim']} {r['density'] * 100:g}% "
                 f"({r['skipped']})" for r in skipped) + "\n")
-        f.write(f"\n{len(rows) - len(skipped)} runs in {seconds / 60:.1f} min, "
-                f"{a.rounds - 2} timed rounds each.\n")
+        if seconds is not None:
+            f.write(f"\n{len(rows) - len(skipped)} runs in {seconds / 60:.1f} min, "
+                    f"{a.rounds - 2} timed rounds each.\n")
     print("\n".join(lines))
 
 
