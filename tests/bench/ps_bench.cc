@@ -34,6 +34,8 @@ struct Result {
   double rounds_per_second;
   double up_bytes_per_round;    // all workers together
   double down_bytes_per_round;  // all workers together
+  // The server's own phases, means over the timed rounds (RoundResult's timers).
+  double aggregate_ms = 0, encode_ms = 0, step_ms = 0;
 };
 
 std::string RandomPush(size_t k, uint32_t seed) {
@@ -45,9 +47,22 @@ std::string RandomPush(size_t k, uint32_t seed) {
 }
 
 // tls_dir empty: plaintext, no authentication; else mutual TLS with that folder's certificates.
-Result Run(double density, bool force_dense, int rounds, const std::string& tls_dir = "") {
+Result Run(double density, bool force_dense, int rounds, const std::string& tls_dir = "",
+           uint32_t num_workers = kWorkers, int threads = 1) {
   CoordinatorOptions o;
-  o.job.num_workers = kWorkers;
+  o.job.num_workers = num_workers;
+  o.threads = threads;
+  // Written by the coordinator's thread, read after Shutdown has joined it.
+  struct Phases {
+    double aggregate = 0, encode = 0, step = 0;
+    uint64_t from_round = 1;  // round 0 is the warm-up
+  } phases;
+  o.on_round_closed = [&phases](const RoundResult& r) {
+    if (r.round < phases.from_round) return;
+    phases.aggregate += r.aggregate_seconds;
+    phases.encode += r.encode_seconds;
+    phases.step += r.step_seconds;
+  };
   o.job.algorithm = Algorithm::kTopK;
   o.job.density = density;
   o.job.digest_every = 0;
@@ -74,8 +89,8 @@ Result Run(double density, bool force_dense, int rounds, const std::string& tls_
   auto server = builder.BuildAndStart();
   const size_t k = KFromDensity(density, kDim);
   std::vector<std::unique_ptr<ServerClient>> clients;
-  std::vector<std::vector<std::string>> pushes(kWorkers);
-  for (uint32_t w = 0; w < kWorkers; ++w) {
+  std::vector<std::vector<std::string>> pushes(num_workers);
+  for (uint32_t w = 0; w < num_workers; ++w) {
     GrpcClientOptions co;
     co.target = "127.0.0.1:" + std::to_string(port);
     if (!tls_dir.empty()) {
@@ -91,7 +106,7 @@ Result Run(double density, bool force_dense, int rounds, const std::string& tls_
   if (!clients[0]->UploadParameters(0, std::vector<float>(kDim, 0.0f)).ok()) std::abort();
   auto round_trip = [&](int round) {
     std::vector<std::thread> threads;
-    for (uint32_t w = 0; w < kWorkers; ++w) {
+    for (uint32_t w = 0; w < num_workers; ++w) {
       threads.emplace_back([&, w] {
         auto reply = clients[w]->Push(w, round, pushes[w][round % 4]);
         SparseVector agg;
@@ -108,6 +123,9 @@ Result Run(double density, bool force_dense, int rounds, const std::string& tls_
   Result result{rounds / seconds, double(service.bytes_in() - in0) / rounds,
                 double(service.bytes_out() - out0) / rounds};
   coordinator->Shutdown();
+  result.aggregate_ms = 1e3 * phases.aggregate / rounds;
+  result.encode_ms = 1e3 * phases.encode / rounds;
+  result.step_ms = 1e3 * phases.step / rounds;
   server->Shutdown();
   return result;
 }
@@ -118,6 +136,7 @@ Result Run(double density, bool force_dense, int rounds, const std::string& tls_
 int main(int argc, char** argv) {
   using regtopk::Run;
   std::string tls_dir;
+  bool sweep = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
@@ -127,9 +146,15 @@ int main(int argc, char** argv) {
           "client threads, d = %zu,\ndensities 0.1 %% and 1 %%, the adaptive aggregate against "
           "one forced dense; prints a table.\n"
           "--tls-dir=DIR: instead, mutual TLS (DIR from deploy/make-certs.sh DIR %u) against "
-          "plaintext at 0.1 %%.\n",
+          "plaintext at 0.1 %%.\n"
+          "--workers-sweep: instead, N = 2 ... 32 workers at 0.1 %%, the server's aggregate, "
+          "encode and step times per round (1 and 2 aggregation threads).\n",
           regtopk::kWorkers, regtopk::kDim, regtopk::kWorkers);
       return 0;
+    }
+    if (arg == "--workers-sweep") {
+      sweep = true;
+      continue;
     }
     if (arg.rfind("--tls-dir=", 0) == 0) {
       tls_dir = arg.substr(10);
@@ -137,6 +162,22 @@ int main(int argc, char** argv) {
     }
     std::fprintf(stderr, "regtopk-ps-bench: unexpected argument '%s' (see --help)\n", argv[i]);
     return 2;
+  }
+  if (sweep) {
+    std::printf("parameter server, d = %zu, density 0.1 %%, plain SGD; times are the server's, "
+                "ms per round\n", regtopk::kDim);
+    std::printf("%-4s %10s %12s %12s %14s %10s %10s %16s\n", "N", "rounds/s", "aggregate",
+                "agg 2 thr", "agg / (N k) ns", "encode", "step", "down MB/worker");
+    for (uint32_t n : {2u, 4u, 8u, 16u, 32u}) {
+      const auto one = Run(0.001, false, 30, "", n, 1);
+      const auto two = Run(0.001, false, 30, "", n, 2);
+      const double nk = double(n) * regtopk::KFromDensity(0.001, regtopk::kDim);
+      std::printf("%-4u %10.2f %12.3f %12.3f %14.2f %10.3f %10.3f %16.3f\n", n,
+                  one.rounds_per_second, one.aggregate_ms, two.aggregate_ms,
+                  1e6 * one.aggregate_ms / nk, one.encode_ms, one.step_ms,
+                  one.down_bytes_per_round / n / 1e6);
+    }
+    return 0;
   }
   if (!tls_dir.empty()) {
     std::printf("parameter server, %u loopback workers, d = %zu, density 0.1 %%, plain SGD\n",
