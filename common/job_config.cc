@@ -22,6 +22,12 @@ absl::Status JobConfig::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("max abs value must be >= 0, got ", max_abs_value));
   }
+  if (downlink_density != 0) {
+    if (absl::Status s = ValidateDensity(downlink_density); !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("downlink density must be 0 (lossless) or in (0, 1]: ", s.message()));
+    }
+  }
   if (!(round_timeout_seconds >= 0 && std::isfinite(round_timeout_seconds))) {
     return absl::InvalidArgumentError(absl::StrCat("round timeout must be >= 0 seconds, got ",
                                                    round_timeout_seconds));
@@ -31,6 +37,10 @@ absl::Status JobConfig::Validate() const {
 
 size_t JobConfig::MaxEntries(size_t dim) const {
   return EntriesPerRound(algorithm, density, dim);
+}
+
+size_t JobConfig::DownlinkEntries(size_t dim) const {
+  return downlink_density == 0 ? 0 : KFromDensity(downlink_density, dim);
 }
 
 }  // namespace regtopk

@@ -37,11 +37,16 @@ struct JobConfig {
   // magnitude exceeds max_abs_value. 0 = off.
   double clip_norm = 0;
   double max_abs_value = 0;
+  // The compressed downlink (opt-in; DownlinkCompressor): 0 = the lossless aggregate; in (0, 1]
+  // the server sends the top DownlinkEntries(dim) entries of aggregate + carried error.
+  double downlink_density = 0;
 
   // InvalidArgument naming the bad field.
   absl::Status Validate() const;
   // Entries a worker may send per round for a model of `dim` parameters.
   size_t MaxEntries(size_t dim) const;
+  // Entries the compressed downlink sends per round (0 when it is off).
+  size_t DownlinkEntries(size_t dim) const;
   // Round r > 0 with r % checkpoint_every == 0, when checkpoints are on.
   bool IsCheckpointRound(uint64_t round) const {
     return checkpoint_every != 0 && round != 0 && round % checkpoint_every == 0;

@@ -4,6 +4,7 @@
 #include "absl/strings/str_join.h"
 #include "common/checkpoint/state_file.h"
 #include "common/rpc/conversions.h"
+#include "common/sparse/sparse_vector.h"
 #include "common/status/status_macros.h"
 
 namespace regtopk {
@@ -29,6 +30,13 @@ absl::StatusOr<ServerCheckpoint> Parse(const StateFile& f) {
   REGTOPK_ASSIGN_OR_RETURN(c.weights, f.Floats("weights"));
   REGTOPK_ASSIGN_OR_RETURN(c.params, f.Floats("params"));
   REGTOPK_ASSIGN_OR_RETURN(c.optimizer_state, f.Floats("optimizer_state"));
+  if (c.job.downlink_density != 0) {
+    REGTOPK_ASSIGN_OR_RETURN(c.downlink_error, f.Floats("downlink_error"));
+    if (c.downlink_error.size() != c.dim || FindNonFinite(c.downlink_error) != c.dim) {
+      return absl::DataLossError(
+          absl::StrCat("checkpoint '", f.path(), "': bad downlink error section"));
+    }
+  }
   REGTOPK_ASSIGN_OR_RETURN(c.last_push_digests, f.U64s("last_push_digests"));
   REGTOPK_ASSIGN_OR_RETURN(uint64_t has_last, f.U64("has_last_result"));
   const uint32_t n = c.job.num_workers;
@@ -73,6 +81,9 @@ absl::Status CheckpointStore::WritePending(const ServerCheckpoint& c) {
   REGTOPK_RETURN_IF_ERROR(w->AddFloats("weights", c.weights));
   REGTOPK_RETURN_IF_ERROR(w->AddFloats("params", c.params));
   REGTOPK_RETURN_IF_ERROR(w->AddFloats("optimizer_state", c.optimizer_state));
+  if (c.job.downlink_density != 0) {
+    REGTOPK_RETURN_IF_ERROR(w->AddFloats("downlink_error", c.downlink_error));
+  }
   REGTOPK_RETURN_IF_ERROR(w->AddU64s("last_push_digests", c.last_push_digests));
   REGTOPK_RETURN_IF_ERROR(w->AddU64("has_last_result", c.last_result != nullptr));
   if (c.last_result) {

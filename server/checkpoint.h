@@ -26,6 +26,7 @@ struct ServerCheckpoint {
   std::vector<float> weights;         // by worker
   std::vector<float> params;
   std::vector<float> optimizer_state;  // Optimizer::state(): empty for plain SGD
+  std::vector<float> downlink_error;   // DownlinkCompressor::error(): empty when it is off
   // The idempotent-retry path: round - 1's result (null for round 0) and its push digests.
   std::shared_ptr<const RoundResult> last_result;
   std::vector<uint64_t> last_push_digests;

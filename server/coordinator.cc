@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <memory>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -57,6 +59,9 @@ absl::Status CoordinatorOptions::Validate() const {
   if (job.checkpoint_every != 0 && checkpoints == nullptr) {
     return absl::InvalidArgumentError("checkpoint_every needs a checkpoint folder");
   }
+  if (threads < 1 || threads > 256) {
+    return absl::InvalidArgumentError(absl::StrCat("threads must be in [1, 256], got ", threads));
+  }
   if (clock == nullptr) return absl::InvalidArgumentError("clock is null");
   if (resume && resume->job.num_workers != job.num_workers) {
     return absl::InvalidArgumentError("the checkpoint to resume is of another job");
@@ -92,9 +97,13 @@ Coordinator::Coordinator(CoordinatorOptions options, std::shared_ptr<ServerCheck
     layout_digest_ = r->layout_digest;
     num_samples_ = r->num_samples;
     weights_ = r->weights;
-    params_ = std::move(r->params);
+    params_ = std::make_shared<std::vector<float>>(std::move(r->params));
     optimizer_ = std::make_unique<Optimizer>(options_.job.optimizer, dim_);
     (void)optimizer_->SetState(r->optimizer_state);  // sizes checked when the checkpoint was read
+    if (const size_t k = options_.job.DownlinkEntries(dim_); k != 0) {
+      downlink_ = std::make_unique<DownlinkCompressor>(dim_, k);
+      (void)downlink_->SetError(r->downlink_error);  // checked when the checkpoint was read
+    }
     machine_.Reset(r->round, r->last_result, r->last_push_digests);
     has_committed_ = true;
     committed_round_ = r->round;
@@ -115,7 +124,7 @@ uint64_t Coordinator::dim() const {
 bool Coordinator::WeightsKnownLocked() const { return !weights_.empty(); }
 
 bool Coordinator::CheckpointZeroDueLocked() const {
-  return options_.checkpoints && !has_committed_ && !params_.empty() && WeightsKnownLocked();
+  return options_.checkpoints && !has_committed_ && params_ != nullptr && WeightsKnownLocked();
 }
 
 void Coordinator::ComputeWeightsLocked() {
@@ -163,7 +172,11 @@ absl::StatusOr<JoinResult> Coordinator::Join(uint32_t worker_id, uint64_t num_sa
       // The job's first authenticated join fixes the layout, once its O(d) state exists: a
       // failed allocation leaves nothing changed.
       try {
-        optimizer_ = std::make_unique<Optimizer>(options_.job.optimizer, dim);
+        auto optimizer = std::make_unique<Optimizer>(options_.job.optimizer, dim);
+        if (const size_t k = options_.job.DownlinkEntries(dim); k != 0) {
+          downlink_ = std::make_unique<DownlinkCompressor>(dim, k);
+        }
+        optimizer_ = std::move(optimizer);
       } catch (const std::bad_alloc&) {
         return absl::ResourceExhaustedError(absl::StrCat(
             "cannot allocate the optimizer state for a model of ", dim, " parameters"));
@@ -198,7 +211,7 @@ absl::StatusOr<JoinResult> Coordinator::Join(uint32_t worker_id, uint64_t num_sa
     // A worker process this server has not seen, in a job past round 0: it restarted (or the
     // server did). Its state must be that of the newest committed round.
     const bool new_process = sessions_[worker_id] != identity.session_id || identity.session_id == 0;
-    if (new_process && !params_.empty() && machine_.round() > 0) {
+    if (new_process && params_ != nullptr && machine_.round() > 0) {
       const bool has_state =
           has_committed_ && std::find(identity.state_rounds.begin(), identity.state_rounds.end(),
                                       committed_round_) != identity.state_rounds.end();
@@ -229,10 +242,11 @@ absl::StatusOr<JoinResult> Coordinator::Join(uint32_t worker_id, uint64_t num_sa
   }
   JoinResult r;
   std::string note;
+  std::shared_ptr<const std::vector<float>> held;
   {
     absl::MutexLock lock(&mu_);
     const bool new_process = sessions_[worker_id] != identity.session_id || identity.session_id == 0;
-    if (new_process && identity.fresh_state && machine_.round() > 0 && !params_.empty()) {
+    if (new_process && identity.fresh_state && machine_.round() > 0 && params_ != nullptr) {
       note = absl::StrCat("worker ", worker_id, " joined with fresh state at round ",
                           machine_.round(),
                           ": zero error feedback, pulled parameters and optimizer state; the run "
@@ -249,11 +263,12 @@ absl::StatusOr<JoinResult> Coordinator::Join(uint32_t worker_id, uint64_t num_sa
     ComputeWeightsLocked();
     r.config = options_.job;
     r.round = machine_.round();
-    r.upload_parameters = params_.empty();
+    r.upload_parameters = params_ == nullptr;
     if (WeightsKnownLocked()) r.weight = weights_[worker_id];
     r.committed_round = committed_round_;
-    if (!params_.empty()) r.params_digest = DigestFloats(params_);
+    held = params_;  // its digest is an O(d) pass: computed below, outside the lock
   }
+  if (held != nullptr) r.params_digest = DigestFloats(*held);
   if (!note.empty()) Log(note);
   return r;
 }
@@ -273,8 +288,9 @@ absl::Status Coordinator::RollBack(uint64_t round, uint32_t restarted_worker) {
     if (shutting_down_) return absl::UnavailableError("server is shutting down");
     if (machine_.round() <= round) return absl::OkStatus();  // another join rolled back already
     from = machine_.round();
-    params_ = std::move(c.params);
+    params_ = std::make_shared<std::vector<float>>(std::move(c.params));
     REGTOPK_RETURN_IF_ERROR(optimizer_->SetState(c.optimizer_state));
+    if (downlink_) REGTOPK_RETURN_IF_ERROR(downlink_->SetError(c.downlink_error));
     aborted = machine_.Reset(round, c.last_result, c.last_push_digests);
     if (to_commit_ && *to_commit_ > round) to_commit_.reset();  // of the abandoned timeline
     if (ServerMetrics* m = options_.metrics) {
@@ -297,7 +313,7 @@ absl::Status Coordinator::CanUpload(uint32_t worker_id) {
     return absl::FailedPreconditionError(
         absl::StrCat("worker ", worker_id, " must join before uploading parameters"));
   }
-  if (!params_.empty()) return absl::FailedPreconditionError("the server already holds parameters");
+  if (params_ != nullptr) return absl::FailedPreconditionError("the server already holds parameters");
   return absl::OkStatus();
 }
 
@@ -313,14 +329,14 @@ absl::Status Coordinator::UploadParameters(uint32_t worker_id, std::vector<float
     return absl::FailedPreconditionError(
         absl::StrCat("worker ", worker_id, " must join before uploading parameters"));
   }
-  if (!params_.empty()) {
+  if (params_ != nullptr) {
     return absl::FailedPreconditionError("the server already holds parameters");
   }
   if (values.size() != dim_) {
     return absl::InvalidArgumentError(
         absl::StrCat("uploaded ", values.size(), " parameters, the model has ", dim_));
   }
-  params_ = std::move(values);
+  params_ = std::make_shared<std::vector<float>>(std::move(values));
   return absl::OkStatus();
 }
 
@@ -330,18 +346,30 @@ absl::StatusOr<ParameterSnapshot> Coordinator::GetParameters(bool include_optimi
     // The optimizer step and the round's advance happen in one critical section, so the
     // parameters and their round label always agree.
     absl::MutexLock lock(&mu_);
-    if (params_.empty()) {
+    if (params_ == nullptr) {
       return absl::FailedPreconditionError("no parameters yet: waiting for the first upload");
     }
-    s.values = params_;
+    s.values = params_;  // shared: MutableParamsLocked copies before the next step writes
     if (include_optimizer_state) {
       absl::Span<const float> m = optimizer_->state();
       s.optimizer_state.assign(m.begin(), m.end());
     }
     s.round = machine_.round();
   }
-  s.digest = DigestFloats(s.values);
+  s.digest = DigestFloats(*s.values);
   return s;
+}
+
+std::vector<float>& Coordinator::MutableParamsLocked() {
+  // Pulls take a reference only under mu_, so a count of 1 seen here stays 1 until we let go of
+  // the lock. The acquire fence pairs with the release of the last pull's reference, so its
+  // reads of the buffer happen before our writes.
+  if (params_.use_count() > 1) {
+    params_ = std::make_shared<std::vector<float>>(*params_);
+  } else {
+    std::atomic_thread_fence(std::memory_order_acquire);
+  }
+  return *params_;
 }
 
 absl::Status Coordinator::Push(uint32_t worker_id, uint64_t round, absl::string_view encoded,
@@ -364,7 +392,7 @@ absl::Status Coordinator::Push(uint32_t worker_id, uint64_t round, absl::string_
           absl::StrCat("unknown worker ", worker_id, ": join before pushing"));
     }
     reason = "not_ready";
-    if (params_.empty()) {
+    if (params_ == nullptr) {
       return absl::FailedPreconditionError("no parameters yet: waiting for the first upload");
     }
     if (!WeightsKnownLocked()) {
@@ -471,9 +499,10 @@ std::shared_ptr<ServerCheckpoint> Coordinator::SnapshotLocked() const {
   c->layout_digest = layout_digest_;
   c->num_samples = num_samples_;
   c->weights = weights_;
-  c->params = params_;
+  c->params = *params_;
   absl::Span<const float> m = optimizer_->state();
   c->optimizer_state.assign(m.begin(), m.end());
+  if (downlink_) c->downlink_error.assign(downlink_->error().begin(), downlink_->error().end());
   c->last_result = machine_.last_result();
   c->last_push_digests = machine_.last_push_digests();
   return c;
@@ -578,8 +607,10 @@ void Coordinator::CloserLoop() {
   std::vector<SparseView> views(n);
   std::vector<float> weights;
   SparseVector aggregate;
+  SparseAggregator aggregator(options_.threads);
   while (true) {
     std::vector<SparseVector> pushes;
+    DownlinkCompressor* downlink = nullptr;
     uint64_t round, dim;
     bool all_saved;
     {
@@ -589,6 +620,7 @@ void Coordinator::CloserLoop() {
         return;
       }
       pushes = machine_.BeginClose();
+      downlink = downlink_.get();
       all_saved = machine_.AllSavedState();
       weights = weights_;
       round = machine_.round();
@@ -599,7 +631,11 @@ void Coordinator::CloserLoop() {
     auto result = std::make_shared<RoundResult>();
     result->round = round;
     const absl::Time t0 = absl::Now();
-    AggregateSparse(views, weights, &aggregate);  // worker-id order: reproducible bit for bit
+    aggregator.Aggregate(views, weights, &aggregate);  // worker-id order: reproducible bit for bit
+    // The compressed downlink (opt-in) replaces the aggregate with what is sent; the server
+    // steps with exactly that, as every worker does.
+    absl::Status downlink_status;
+    if (downlink != nullptr) downlink_status = downlink->Compress(&aggregate);
     const absl::Time t1 = absl::Now();
     // The encoding needs only the aggregate, so it is done before the step, outside the lock.
     if (options_.force_dense_aggregate) {
@@ -638,7 +674,14 @@ void Coordinator::CloserLoop() {
       // Never apply a step that makes a parameter (or the optimizer's state) non-finite: a
       // dry run first, the same arithmetic. Such a round is refused to every worker and the
       // job stops, its parameters and committed checkpoints those from before the round.
-      if (std::optional<size_t> bad = optimizer_->FirstNonFinite(params_, aggregate, round)) {
+      std::optional<size_t> bad;
+      if (!downlink_status.ok()) {
+        job_status_ = absl::FailedPreconditionError(absl::StrCat(
+            "the job failed: round ", round, ": ", downlink_status.message(),
+            "; nothing was applied, the checkpoints are those from before round ", round));
+        refused = machine_.Refuse();
+        if (ServerMetrics* m = options_.metrics) m->refused_rounds->Add();
+      } else if (bad = optimizer_->FirstNonFinite(*params_, aggregate, round); bad) {
         job_status_ = absl::FailedPreconditionError(absl::StrCat(
             "the job failed: round ", round, "'s step would make parameter ", *bad,
             " non-finite (an exploding or poisoned update); nothing was applied, the "
@@ -647,10 +690,10 @@ void Coordinator::CloserLoop() {
         refused = machine_.Refuse();
         if (ServerMetrics* m = options_.metrics) m->refused_rounds->Add();
       } else {
-        optimizer_->Step(absl::MakeSpan(params_), aggregate, round);
+        optimizer_->Step(absl::MakeSpan(MutableParamsLocked()), aggregate, round);
         if (every != 0 && (round + 1) % every == 0) {
           result->has_digest = true;
-          result->digest = DigestFloats(params_);
+          result->digest = DigestFloats(*params_);
         }
         result->committed_round = committed_round_;
         result->aggregate_seconds = absl::ToDoubleSeconds(t1 - t0);
@@ -776,7 +819,7 @@ void Coordinator::Shutdown() {
       // The checkpoint being written is finished; then the current state is written as a
       // final pending checkpoint (committed only if the workers saved the same round).
       absl::MutexLock lock(&mu_);
-      if (to_write_ == nullptr && !params_.empty() && optimizer_ &&
+      if (to_write_ == nullptr && params_ != nullptr && optimizer_ &&
           (!last_written_ || *last_written_ != machine_.round()) &&
           (!has_committed_ || committed_round_ != machine_.round())) {
         to_write_ = SnapshotLocked();
@@ -819,7 +862,7 @@ CoordinatorStatus Coordinator::GetStatus() {
   s.round = machine_.round();
   for (bool j : joined_) s.workers_joined += j;
   s.num_workers = options_.job.num_workers;
-  s.parameters_ready = !params_.empty();
+  s.parameters_ready = params_ != nullptr;
   s.finished = options_.job.total_rounds != 0 && machine_.round() >= options_.job.total_rounds;
   s.rejected_pushes = rejected_pushes_;
   s.cancelled_pushes = cancelled_pushes_;

@@ -25,6 +25,7 @@
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "common/job_config.h"
+#include "common/sparse/downlink.h"
 #include "common/optim/optimizer.h"
 #include "common/sparse/sparse_vector.h"
 #include "server/checkpoint.h"
@@ -41,6 +42,9 @@ struct CoordinatorOptions {
   uint64_t max_dim = uint64_t{1} << 31;
   // Send every aggregate in the dense encoding (the benchmark's baseline); lossless either way.
   bool force_dense_aggregate = false;
+  // Threads that aggregate a round's pushes (SparseAggregator), 1 to 256; the aggregate is the
+  // same bit for bit for any number.
+  int threads = 1;
   // Where checkpoints go; null = none (then job.checkpoint_every must be 0).
   std::shared_ptr<CheckpointStore> checkpoints;
   // Start from this checkpoint (its job config must equal `job`); null = a new job. Create
@@ -69,7 +73,9 @@ struct JoinResult {
 };
 
 struct ParameterSnapshot {
-  std::vector<float> values;
+  // Immutable: the coordinator never writes to a buffer it has handed out (its step writes a
+  // copy while any pull still holds one), so every pull of a round shares this one buffer.
+  std::shared_ptr<const std::vector<float>> values;
   std::vector<float> optimizer_state;  // when asked for; Optimizer::state()
   uint64_t round = 0;           // the round these parameters are the state before
   uint64_t digest = 0;
@@ -117,8 +123,9 @@ class Coordinator {
   absl::Status CanUpload(uint32_t worker_id);
   absl::Status UploadParameters(uint32_t worker_id, std::vector<float> values);
 
-  // A copy of the current parameters (and the optimizer state if asked), labelled with the
-  // round they are the state before. FAILED_PRECONDITION (retryable) before any upload.
+  // The current parameters (shared, not copied: see ParameterSnapshot; a copy of the optimizer
+  // state if asked), labelled with the round they are the state before. FAILED_PRECONDITION
+  // (retryable) before any upload.
   absl::StatusOr<ParameterSnapshot> GetParameters(bool include_optimizer_state = false);
 
   // Accepts worker `worker_id`'s encoded sparse gradient for `round`; `saved_state_round` is
@@ -167,6 +174,10 @@ class Coordinator {
   // Checkpoints are on, the job is ready (parameters and weights), round 0 not yet committed.
   bool CheckpointZeroDueLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ComputeWeightsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The parameters to step in place: params_ itself when no pull holds it, else a fresh copy
+  // that becomes params_ (copy-on-write; the pulls keep streaming the old one). Precondition:
+  // params_ is set.
+  std::vector<float>& MutableParamsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::shared_ptr<ServerCheckpoint> SnapshotLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Loads checkpoint `round` and makes it the job's state; ABORTs held pushes.
   absl::Status RollBack(uint64_t round, uint32_t restarted_worker) ABSL_LOCKS_EXCLUDED(mu_);
@@ -190,8 +201,14 @@ class Coordinator {
   std::vector<uint64_t> sessions_ ABSL_GUARDED_BY(mu_);  // 0 = none yet
   std::vector<uint64_t> num_samples_ ABSL_GUARDED_BY(mu_);
   std::vector<float> weights_ ABSL_GUARDED_BY(mu_);  // empty until known
-  std::vector<float> params_ ABSL_GUARDED_BY(mu_);   // empty until uploaded
+  // Null until uploaded. Shared with pulls in flight; written only through
+  // MutableParamsLocked.
+  std::shared_ptr<std::vector<float>> params_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<Optimizer> optimizer_ ABSL_GUARDED_BY(mu_);
+  // The compressed downlink's state (null when it is off). Created with the optimizer and never
+  // replaced. The closer thread uses it outside mu_ while a round closes; RollBack and
+  // SnapshotLocked touch it under mu_ only while no round is closing, or from the closer.
+  std::unique_ptr<DownlinkCompressor> downlink_ ABSL_GUARDED_BY(mu_);
   RoundMachine machine_ ABSL_GUARDED_BY(mu_);
   uint64_t rejected_pushes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t cancelled_pushes_ ABSL_GUARDED_BY(mu_) = 0;

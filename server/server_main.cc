@@ -72,6 +72,10 @@ ABSL_FLAG(double, clip_norm, 0.0,
           "scale every push whose L2 norm exceeds this down to it (0 = off)");
 ABSL_FLAG(double, max_abs_value, 0.0,
           "refuse a push with an entry of larger magnitude (0 = off)");
+ABSL_FLAG(double, downlink_density, 0.0,
+          "opt-in compressed downlink: send only the top entries (this fraction of d) of the "
+          "aggregate plus the carried error, carrying the rest (server-side error feedback; "
+          "replicas stay identical); 0 = the lossless aggregate");
 ABSL_FLAG(bool, nesterov, false, "Nesterov momentum (needs --momentum > 0)");
 ABSL_FLAG(double, weight_decay, 0.0, "L2 weight decay (>= 0)");
 ABSL_FLAG(std::string, weighting, "uniform",
@@ -81,6 +85,9 @@ ABSL_FLAG(
     uint32_t, digest_every, 10,
     "send a parameter digest with every R-th aggregate so drifted workers re-pull; 0 = never");
 ABSL_FLAG(uint64_t, seed, 1, "seed handed to the workers' sparsifiers (worker n: seed + n)");
+ABSL_FLAG(int, threads, 1,
+          "threads that aggregate the pushes (by index range; the result is the same bit for bit "
+          "for any number), 1 to 256");
 ABSL_FLAG(bool, force_dense_aggregate, false,
           "always send the aggregate dense (a baseline for benchmarks; still lossless)");
 ABSL_FLAG(double, round_timeout_seconds, 600,
@@ -147,6 +154,7 @@ JobConfig JobFromFlags() {
   job.total_rounds = absl::GetFlag(FLAGS_rounds);
   job.clip_norm = absl::GetFlag(FLAGS_clip_norm);
   job.max_abs_value = absl::GetFlag(FLAGS_max_abs_value);
+  job.downlink_density = absl::GetFlag(FLAGS_downlink_density);
   if (job.optimizer.schedule == LrSchedule::kCosine && job.optimizer.decay_rounds == 0 &&
       job.total_rounds > job.optimizer.warmup_rounds) {
     job.optimizer.decay_rounds = job.total_rounds - job.optimizer.warmup_rounds;
@@ -189,6 +197,8 @@ void CheckFlagsAgreeWith(const JobConfig& stored, const JobConfig& flags, uint64
       {"min_lr", absl::StrCat(stored.optimizer.min_lr), absl::StrCat(flags.optimizer.min_lr)},
       {"clip_norm", absl::StrCat(stored.clip_norm), absl::StrCat(flags.clip_norm)},
       {"max_abs_value", absl::StrCat(stored.max_abs_value), absl::StrCat(flags.max_abs_value)},
+      {"downlink_density", absl::StrCat(stored.downlink_density),
+       absl::StrCat(flags.downlink_density)},
       {"workers", absl::StrCat(stored.num_workers), absl::StrCat(flags.num_workers)},
       {"weighting", stored.weighting == Weighting::kSamples ? "samples" : "uniform",
        flags.weighting == Weighting::kSamples ? "samples" : "uniform"},
@@ -257,6 +267,7 @@ int Main() {
   ServerMetrics metrics(&registry);
   options.metrics = &metrics;
   options.force_dense_aggregate = absl::GetFlag(FLAGS_force_dense_aggregate);
+  options.threads = absl::GetFlag(FLAGS_threads);
   const int log_every = absl::GetFlag(FLAGS_log_every);
   const uint64_t total_rounds = options.job.total_rounds;
   const bool checkpointing = options.checkpoints != nullptr;

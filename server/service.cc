@@ -290,13 +290,14 @@ class PullReactor final : public Handler<grpc::ServerWriteReactor<v1::ParameterC
 
  private:
   const std::vector<float>& Current() const {
-    return section_ == v1::ParameterChunk::OPTIMIZER_STATE ? snapshot_.optimizer_state : snapshot_.values;
+    return section_ == v1::ParameterChunk::OPTIMIZER_STATE ? snapshot_.optimizer_state
+                                                           : *snapshot_.values;
   }
   void WriteNext() {
     const std::vector<float>& buffer = Current();
     const size_t dim = buffer.size();
     const size_t n = std::min(kChunkBytes / 4, dim - offset_);
-    chunk_.set_dim(snapshot_.values.size());
+    chunk_.set_dim(snapshot_.values->size());
     chunk_.set_section(section_);
     chunk_.set_section_size(dim);
     chunk_.set_offset(offset_);

@@ -88,6 +88,7 @@ void ToProto(const JobConfig& c, uint64_t dim, v1::JobConfig* p) {
   p->set_min_lr(o.min_lr);
   p->set_clip_norm(c.clip_norm);
   p->set_max_abs_value(c.max_abs_value);
+  p->set_downlink_density(c.downlink_density);
 }
 
 absl::StatusOr<JobConfig> FromProto(const v1::JobConfig& p, uint64_t dim) {
@@ -136,6 +137,7 @@ absl::StatusOr<JobConfig> FromProto(const v1::JobConfig& p, uint64_t dim) {
   o.min_lr = p.min_lr();
   c.clip_norm = p.clip_norm();
   c.max_abs_value = p.max_abs_value();
+  c.downlink_density = p.downlink_density();
   c.weighting = p.weighting_by_samples() ? Weighting::kSamples : Weighting::kUniform;
   REGTOPK_RETURN_IF_ERROR(c.Validate());
   if (p.max_entries() != c.MaxEntries(dim)) {

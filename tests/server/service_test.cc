@@ -96,6 +96,38 @@ TEST(ParameterServer, AggregateEqualsDirectComputationBitForBit) {
 
 // Workers that split the data differently (another data set, partition or standard library)
 // would train on overlapping or missing examples: the server refuses the second split.
+// A pull's snapshot is shared, not copied, and immutable: one held while the next round's step
+// runs keeps exactly the parameters of its own round (the step writes a copy), with its label
+// and digest; the next pull gets the stepped parameters; two pulls of one round share a buffer.
+TEST(ParameterServer, ASnapshotHeldAcrossAStepKeepsItsRoundsParameters) {
+  constexpr size_t kDim = 1000;
+  TestServer server(Options(2, Algorithm::kTopK, 0.1));
+  auto clients = JoinAll(server, 2, kDim);
+  std::mt19937 rng(3);
+  ExpectExactRound(clients, 0, kDim, 100, rng);
+  auto held = server.coordinator().GetParameters();
+  ASSERT_TRUE(held.ok()) << held.status();
+  auto again = server.coordinator().GetParameters();
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(held->values.get(), again->values.get()) << "pulls of one round share one buffer";
+  EXPECT_EQ(held->round, 1u);
+  const std::vector<float> before = *held->values;
+  ExpectExactRound(clients, 1, kDim, 100, rng);  // steps while `held` is in use
+  EXPECT_EQ(*held->values, before) << "the step wrote into a buffer a pull still held";
+  EXPECT_EQ(held->round, 1u);
+  EXPECT_EQ(held->digest, DigestFloats(before));
+  auto after = server.coordinator().GetParameters();
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->round, 2u);
+  EXPECT_NE(after->values.get(), held->values.get());
+  EXPECT_NE(*after->values, before) << "round 1's step changed the parameters";
+  // Through gRPC too: a pull now returns round 2's parameters exactly.
+  auto pulled = clients[0]->PullParameters(0);
+  ASSERT_TRUE(pulled.ok()) << pulled.status();
+  EXPECT_EQ(pulled->round, 2u);
+  EXPECT_EQ(pulled->values, *after->values);
+}
+
 TEST(ParameterServer, RefusesAWorkerWhoseDataSplitDiffers) {
   TestServer server(Options(3, Algorithm::kTopK, 0.1));
   auto client = server.NewClient();

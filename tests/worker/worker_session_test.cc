@@ -97,6 +97,43 @@ TEST(WorkerSession, ReplicasEqualTheServerAfterRounds) {
   }
 }
 
+// The opt-in compressed downlink: the server sends the top k' of aggregate + carried error, and
+// every worker applies exactly that, as the server does: after the job the replicas equal the
+// server's parameters bit for bit (and the digests every 3 rounds never asked for a re-pull),
+// under SGD with momentum and under Adam; each round's aggregate holds at most k' entries.
+TEST(WorkerSession, CompressedDownlinkKeepsReplicasEqualToTheServer) {
+  const size_t dim = 20000;
+  for (OptimizerKind kind : {OptimizerKind::kSgd, OptimizerKind::kAdam}) {
+    CoordinatorOptions o = Options(3, Algorithm::kRegTopK, 0.01);
+    o.job.optimizer.kind = kind;
+    if (kind == OptimizerKind::kSgd) o.job.optimizer.momentum = 0.9f;
+    o.job.downlink_density = 0.005;  // k' = 100, while the 3 pushes hold up to 600 entries
+    o.job.total_rounds = 9;
+    TestServer server(o);
+    std::vector<float> init(dim, 0.5f);
+    std::vector<std::unique_ptr<ServerClient>> clients;
+    for (uint32_t w = 0; w < 3; ++w) clients.push_back(server.NewClient());
+    SessionRun run = RunSessions({clients[0].get(), clients[1].get(), clients[2].get()}, init);
+    for (auto& s : run.sessions) ASSERT_TRUE(s);
+    for (const auto& steps : run.steps) {
+      ASSERT_EQ(steps.size(), 9u);
+      for (const StepStats& st : steps) {
+        EXPECT_FALSE(st.resynced);
+        EXPECT_LE(st.aggregate_nnz, 100u);
+        EXPECT_GT(st.aggregate_nnz, 0u);
+      }
+    }
+    auto pulled = clients[0]->PullParameters(0);
+    ASSERT_TRUE(pulled.ok()) << pulled.status();
+    EXPECT_EQ(pulled->round, 9u);
+    for (uint32_t w = 0; w < 3; ++w) {
+      EXPECT_EQ(std::memcmp(run.sessions[w]->parameters().data(), pulled->values.data(), 4 * dim),
+                0)
+          << OptimizerKindName(kind) << " worker " << w;
+    }
+  }
+}
+
 // Fault injection through the ServerClient seam: forwards everything, but corrupts the
 // aggregate that one round's push returns, as a bit flip on the way would.
 class CorruptingClient final : public ForwardingClient {

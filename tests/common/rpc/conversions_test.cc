@@ -29,6 +29,7 @@ JobConfig NonDefaultConfig() {
   c.optimizer.min_lr = 0.001f;
   c.clip_norm = 5.5;
   c.max_abs_value = 100;
+  c.downlink_density = 0.02;
   c.algorithm = Algorithm::kTopK;
   c.density = 0.125;
   c.mu = 3.5;
@@ -87,6 +88,7 @@ void ExpectEqual(const JobConfig& a, const JobConfig& b) {
   EXPECT_EQ(a.optimizer.min_lr, b.optimizer.min_lr);
   EXPECT_EQ(a.clip_norm, b.clip_norm);
   EXPECT_EQ(a.max_abs_value, b.max_abs_value);
+  EXPECT_EQ(a.downlink_density, b.downlink_density);
 }
 
 TEST(Conversions, JobConfigSurvivesARoundTrip) {
