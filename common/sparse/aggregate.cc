@@ -3,62 +3,117 @@
 #include <algorithm>
 #include <cassert>
 #include <thread>
+#include <utility>
 
 namespace regtopk {
 namespace {
 
 constexpr int kRadixBits = 11;
 constexpr uint32_t kBuckets = 1u << kRadixBits;
+// Entries per part: a part's entries and its sort scratch (2 x 8 bytes each) stay within L2.
+constexpr size_t kPartEntries = 32768;
+// Up to this many pushes the pairwise merge is cheaper than sorting (it does no passes over the
+// index bits); above it its O(N^2 k) cost takes over.
+constexpr size_t kMergeUpTo = 4;
 
-// Stable LSD radix sort by index. Stability is what keeps the worker order among entries of
-// the same index (they were appended push by push), and so the summation order of the fold.
-void RadixSortByIndex(uint32_t max_index, std::vector<SparseAggregator::Entry>* a,
-                      std::vector<SparseAggregator::Entry>* tmp) {
-  int bits = 1;
-  while (bits < 32 && (max_index >> bits) != 0) ++bits;
+using Entry = SparseAggregator::Entry;
+
+// Stable LSD radix sort by index - lo, which is below 2^bits. Stability is what keeps the worker
+// order among entries of the same index (they were appended push by push), and so the summation
+// order of the fold.
+void RadixSort(uint32_t lo, int bits, std::vector<Entry>* a, std::vector<Entry>* tmp) {
   tmp->resize(a->size());
   for (int shift = 0; shift < bits; shift += kRadixBits) {
     uint32_t count[kBuckets + 1] = {};
-    for (const auto& e : *a) ++count[((e.index >> shift) & (kBuckets - 1)) + 1];
-    // A pass whose digit is the same everywhere would only copy.
-    if (std::any_of(count + 1, count + kBuckets + 1, [&](uint32_t c) { return c == a->size(); })) {
-      continue;
-    }
+    for (const Entry& e : *a) ++count[(((e.index - lo) >> shift) & (kBuckets - 1)) + 1];
     for (uint32_t b = 0; b < kBuckets; ++b) count[b + 1] += count[b];
-    for (const auto& e : *a) (*tmp)[count[(e.index >> shift) & (kBuckets - 1)]++] = e;
+    for (const Entry& e : *a) (*tmp)[count[((e.index - lo) >> shift) & (kBuckets - 1)]++] = e;
     std::swap(*a, *tmp);
+  }
+}
+
+// The previous round's algorithm for few pushes: fold them in one at a time, each a linear
+// merge of sorted lists. The same sums in the same order as the radix path.
+void PairwiseMerge(absl::Span<const SparseView> pushes, absl::Span<const float> weights,
+                   SparseVector* out, SparseVector* merged) {
+  const SparseView& first = pushes[0];
+  out->indices.assign(first.indices.begin(), first.indices.end());
+  out->values.resize(first.nnz());
+  for (size_t i = 0; i < first.nnz(); ++i) out->values[i] = weights[0] * first.values[i];
+  for (size_t n = 1; n < pushes.size(); ++n) {
+    const SparseView& p = pushes[n];
+    const float w = weights[n];
+    const size_t na = out->nnz(), nb = p.nnz();
+    merged->indices.resize(na + nb);
+    merged->values.resize(na + nb);
+    size_t a = 0, b = 0, m = 0;
+    while (a < na && b < nb) {
+      const uint32_t ia = out->indices[a], ib = p.indices[b];
+      if (ia < ib) {
+        merged->indices[m] = ia;
+        merged->values[m++] = out->values[a++];
+      } else if (ib < ia) {
+        merged->indices[m] = ib;
+        merged->values[m++] = w * p.values[b++];
+      } else {
+        merged->indices[m] = ia;
+        merged->values[m++] = out->values[a++] + w * p.values[b++];
+      }
+    }
+    for (; a < na; ++a, ++m) {
+      merged->indices[m] = out->indices[a];
+      merged->values[m] = out->values[a];
+    }
+    for (; b < nb; ++b, ++m) {
+      merged->indices[m] = p.indices[b];
+      merged->values[m] = w * p.values[b];
+    }
+    merged->indices.resize(m);
+    merged->values.resize(m);
+    std::swap(*out, *merged);
   }
 }
 
 }  // namespace
 
 SparseAggregator::SparseAggregator(int threads) : threads_(std::max(1, threads)) {
-  parts_.resize(threads_);
+  workers_.resize(threads_);
 }
 
-void SparseAggregator::AggregatePart(absl::Span<const SparseView> pushes,
-                                     absl::Span<const float> weights, uint32_t lo, uint64_t hi,
-                                     uint32_t max_index, Part* part) {
-  // Gather [lo, hi) of every push, in push order, each term already weighted: the same product
-  // the sum uses.
-  part->entries.clear();
-  for (size_t n = 0; n < pushes.size(); ++n) {
-    const SparseView& p = pushes[n];
-    const float w = weights[n];
-    const size_t begin = std::lower_bound(p.indices.begin(), p.indices.end(), lo) - p.indices.begin();
-    for (size_t i = begin; i < p.nnz() && p.indices[i] < hi; ++i) {
-      part->entries.push_back({p.indices[i], w * p.values[i]});
-    }
-  }
-  RadixSortByIndex(max_index, &part->entries, &part->scratch);
-  SparseVector& out = part->out;
+void SparseAggregator::AggregateParts(absl::Span<const SparseView> pushes,
+                                      absl::Span<const float> weights,
+                                      absl::Span<const uint64_t> cuts, Worker* worker) {
+  // Parts in increasing index order, so each push is read front to back through a cursor.
+  SparseVector& out = worker->out;
   out.clear();
-  for (const Entry& e : part->entries) {
-    if (!out.indices.empty() && out.indices.back() == e.index) {
-      out.values.back() = out.values.back() + e.value;
-    } else {
-      out.indices.push_back(e.index);
-      out.values.push_back(e.value);
+  worker->cursor.resize(pushes.size());
+  for (size_t n = 0; n < pushes.size(); ++n) {
+    const auto& idx = pushes[n].indices;
+    worker->cursor[n] = std::lower_bound(idx.begin(), idx.end(), cuts.front()) - idx.begin();
+  }
+  for (size_t part = 0; part + 1 < cuts.size(); ++part) {
+    const uint64_t lo = cuts[part], hi = cuts[part + 1];
+    // Gather [lo, hi) of every push, in push order, each term already weighted: the same
+    // product the sum uses.
+    std::vector<Entry>& entries = worker->entries;
+    entries.clear();
+    for (size_t n = 0; n < pushes.size(); ++n) {
+      const SparseView& p = pushes[n];
+      const float w = weights[n];
+      size_t& i = worker->cursor[n];
+      for (; i < p.nnz() && p.indices[i] < hi; ++i) entries.push_back({p.indices[i], w * p.values[i]});
+    }
+    if (entries.empty()) continue;
+    int bits = 1;
+    while (bits < 32 && ((hi - 1 - lo) >> bits) != 0) ++bits;
+    RadixSort(static_cast<uint32_t>(lo), bits, &entries, &worker->scratch);
+    for (const Entry& e : entries) {
+      if (!out.indices.empty() && out.indices.back() == e.index) {
+        out.values.back() = out.values.back() + e.value;
+      } else {
+        out.indices.push_back(e.index);
+        out.values.push_back(e.value);
+      }
     }
   }
 }
@@ -76,40 +131,43 @@ void SparseAggregator::Aggregate(absl::Span<const SparseView> pushes,
     if (pushes[n].nnz() > pushes[largest].nnz() || pushes[largest].nnz() == 0) largest = n;
   }
   if (total == 0) return;
-  // Too little work to be worth a thread: one part.
-  const int parts = total < 65536 ? 1 : threads_;
-  if (parts == 1) {
-    AggregatePart(pushes, weights, 0, uint64_t{max_index} + 1, max_index, &parts_[0]);
-    std::swap(*out, parts_[0].out);
+  if (pushes.size() <= kMergeUpTo) {
+    PairwiseMerge(pushes, weights, out, &workers_[0].out);
     return;
   }
-  // Cut the index range where the largest push has equal shares of its entries, so that the
-  // parts hold about equal numbers of entries when the pushes look alike.
+  // Cut the index range into parts of about kPartEntries entries where the largest push has
+  // equal shares of its entries (so the parts are even when the pushes look alike); each thread
+  // takes a contiguous run of parts, and the runs are concatenated in order.
+  const SparseView& big = pushes[largest];
+  const size_t parts = std::min(big.nnz(), std::max<size_t>(threads_, total / kPartEntries + 1));
   std::vector<uint64_t> cut(parts + 1);
   cut[0] = 0;
   cut[parts] = uint64_t{max_index} + 1;
-  const SparseView& big = pushes[largest];
-  for (int t = 1; t < parts; ++t) {
-    cut[t] = std::max<uint64_t>(cut[t - 1], big.indices[big.nnz() * t / parts]);
+  for (size_t p = 1; p < parts; ++p) {
+    cut[p] = std::max<uint64_t>(cut[p - 1], big.indices[big.nnz() * p / parts]);
   }
-  std::vector<std::thread> threads;
-  for (int t = 1; t < parts; ++t) {
-    threads.emplace_back([&, t] {
-      AggregatePart(pushes, weights, static_cast<uint32_t>(cut[t]), cut[t + 1], max_index,
-                    &parts_[t]);
-    });
+  const size_t threads = std::min<size_t>(threads_, parts);
+  auto run = [&](size_t t) {
+    const size_t first = parts * t / threads, last = parts * (t + 1) / threads;
+    AggregateParts(pushes, weights, absl::MakeConstSpan(cut).subspan(first, last - first + 1),
+                   &workers_[t]);
+  };
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < threads; ++t) pool.emplace_back(run, t);
+  run(0);
+  for (auto& th : pool) th.join();
+  if (threads == 1) {
+    std::swap(*out, workers_[0].out);
+    return;
   }
-  AggregatePart(pushes, weights, 0, cut[1], max_index, &parts_[0]);
-  for (auto& th : threads) th.join();
   size_t nnz = 0;
-  for (int t = 0; t < parts; ++t) nnz += parts_[t].out.nnz();
+  for (size_t t = 0; t < threads; ++t) nnz += workers_[t].out.nnz();
   out->indices.reserve(nnz);
   out->values.reserve(nnz);
-  for (int t = 0; t < parts; ++t) {
-    out->indices.insert(out->indices.end(), parts_[t].out.indices.begin(),
-                        parts_[t].out.indices.end());
-    out->values.insert(out->values.end(), parts_[t].out.values.begin(),
-                       parts_[t].out.values.end());
+  for (size_t t = 0; t < threads; ++t) {
+    const SparseVector& part = workers_[t].out;
+    out->indices.insert(out->indices.end(), part.indices.begin(), part.indices.end());
+    out->values.insert(out->values.end(), part.values.begin(), part.values.end());
   }
 }
 

@@ -19,10 +19,12 @@ namespace regtopk {
 // worker-id order, never arrival order), and the same for every thread count. Entries that
 // cancel to 0 stay in the support: the aggregate is never re-sparsified.
 //
-// Cost: O(N * k) for N pushes of k entries (a stable radix sort of the concatenated entries by
-// index, 11 bits a pass, as many passes as the largest index needs, then one fold), with
-// O(N * k) scratch kept between calls; no O(d) buffer. With threads > 1 the index range is cut
-// into `threads` parts of about equal entry counts, each sorted and folded by its own thread.
+// Cost: O(N * k) with O(N * k) scratch kept between calls and no O(d) buffer. The index range is
+// cut into parts of about 32 K entries (so that each part's sort stays in cache); each part's
+// entries are gathered push by push, sorted by a stable radix sort of the bits the part's range
+// needs (11 bits a pass), and folded. With threads > 1 each thread takes a contiguous run of
+// parts. Up to 4 pushes, a pairwise merge of the sorted lists is cheaper and is used instead
+// (the same sums in the same order).
 class SparseAggregator {
  public:
   // threads >= 1 (values below 1 are taken as 1).
@@ -40,15 +42,17 @@ class SparseAggregator {
   };
 
  private:
-  struct Part {
+  struct Worker {  // one per thread: scratch and the thread's run of parts, folded
     std::vector<Entry> entries, scratch;
+    std::vector<size_t> cursor;  // per push: the next entry to gather
     SparseVector out;
   };
-  void AggregatePart(absl::Span<const SparseView> pushes, absl::Span<const float> weights,
-                     uint32_t lo, uint64_t hi, uint32_t max_index, Part* part);
+  // Aggregates the parts [cuts[0], cuts[1]), [cuts[1], cuts[2]), ... into worker->out.
+  void AggregateParts(absl::Span<const SparseView> pushes, absl::Span<const float> weights,
+                      absl::Span<const uint64_t> cuts, Worker* worker);
 
   const int threads_;
-  std::vector<Part> parts_;
+  std::vector<Worker> workers_;
 };
 
 // One-shot form of SparseAggregator(1).Aggregate (allocates its scratch on every call).
