@@ -261,6 +261,8 @@ absl::StatusOr<JoinResult> Coordinator::Join(uint32_t worker_id, uint64_t num_sa
       options_.metrics->workers_joined->Set(joined);
     }
     ComputeWeightsLocked();
+    // The round and the parameters' digest belong together: wait for a step in progress.
+    mu_.Await(absl::Condition(+[](bool* stepping) { return !*stepping; }, &stepping_));
     r.config = options_.job;
     r.round = machine_.round();
     r.upload_parameters = params_ == nullptr;
@@ -346,6 +348,7 @@ absl::StatusOr<ParameterSnapshot> Coordinator::GetParameters(bool include_optimi
     // The optimizer step and the round's advance happen in one critical section, so the
     // parameters and their round label always agree.
     absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(+[](bool* stepping) { return !*stepping; }, &stepping_));
     if (params_ == nullptr) {
       return absl::FailedPreconditionError("no parameters yet: waiting for the first upload");
     }
@@ -667,21 +670,44 @@ void Coordinator::CloserLoop() {
     std::vector<PushCallback> refused;
     const uint32_t every = options_.job.digest_every;
     const absl::Time t3 = absl::Now();
+    // The dry run, the step and the digest run off the lock, on parameters no one else can
+    // reach meanwhile: MutableParamsLocked makes them ours alone, and while stepping_ is set,
+    // pulls and the joins' digests wait (they need this step's result with its round label);
+    // pushes and status calls do not. Nothing else replaces params_ or optimizer_ during a
+    // close (a rollback waits for the collecting phase).
+    std::vector<float>* params;
+    Optimizer* optimizer;
     {
-      // The step and the round's advance in one critical section: a pull never sees stepped
-      // parameters labelled with the old round.
       absl::MutexLock lock(&mu_);
-      // Never apply a step that makes a parameter (or the optimizer's state) non-finite: a
-      // dry run first, the same arithmetic. Such a round is refused to every worker and the
-      // job stops, its parameters and committed checkpoints those from before the round.
-      std::optional<size_t> bad;
+      params = &MutableParamsLocked();
+      optimizer = optimizer_.get();
+      stepping_ = true;
+    }
+    // Never apply a step that makes a parameter (or the optimizer's state) non-finite: a dry
+    // run first, the same arithmetic. Such a round is refused to every worker and the job
+    // stops, its parameters and committed checkpoints those from before the round.
+    if (options_.before_step) options_.before_step(round);
+    std::optional<size_t> bad;
+    if (downlink_status.ok()) bad = optimizer->FirstNonFinite(*params, aggregate, round);
+    if (downlink_status.ok() && !bad) {
+      optimizer->Step(absl::MakeSpan(*params), aggregate, round);
+      if (every != 0 && (round + 1) % every == 0) {
+        result->has_digest = true;
+        result->digest = DigestFloats(*params);
+      }
+    }
+    const absl::Time t4 = absl::Now();
+    {
+      // The round's advance: from here a pull sees the stepped parameters with the new round.
+      absl::MutexLock lock(&mu_);
+      stepping_ = false;
       if (!downlink_status.ok()) {
         job_status_ = absl::FailedPreconditionError(absl::StrCat(
             "the job failed: round ", round, ": ", downlink_status.message(),
             "; nothing was applied, the checkpoints are those from before round ", round));
         refused = machine_.Refuse();
         if (ServerMetrics* m = options_.metrics) m->refused_rounds->Add();
-      } else if (bad = optimizer_->FirstNonFinite(*params_, aggregate, round); bad) {
+      } else if (bad) {
         job_status_ = absl::FailedPreconditionError(absl::StrCat(
             "the job failed: round ", round, "'s step would make parameter ", *bad,
             " non-finite (an exploding or poisoned update); nothing was applied, the "
@@ -690,15 +716,10 @@ void Coordinator::CloserLoop() {
         refused = machine_.Refuse();
         if (ServerMetrics* m = options_.metrics) m->refused_rounds->Add();
       } else {
-        optimizer_->Step(absl::MakeSpan(MutableParamsLocked()), aggregate, round);
-        if (every != 0 && (round + 1) % every == 0) {
-          result->has_digest = true;
-          result->digest = DigestFloats(*params_);
-        }
         result->committed_round = committed_round_;
         result->aggregate_seconds = absl::ToDoubleSeconds(t1 - t0);
         result->encode_seconds = absl::ToDoubleSeconds(t2 - t1);
-        result->step_seconds = absl::ToDoubleSeconds(absl::Now() - t3);
+        result->step_seconds = absl::ToDoubleSeconds(t4 - t3);
         callbacks = machine_.FinishClose(result);
         const uint64_t next = round + 1;
         const uint64_t total = options_.job.total_rounds;

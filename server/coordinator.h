@@ -56,6 +56,9 @@ struct CoordinatorOptions {
   Clock* clock = Clock::Real();
   // Called (from the coordinator's thread, outside locks) after each round closes; may be empty.
   std::function<void(const RoundResult&)> on_round_closed;
+  // Test seam: called by the coordinator's thread, outside mu_, just before each round's
+  // optimizer step (the parameters are then being stepped: pulls wait); may be empty.
+  std::function<void(uint64_t round)> before_step;
   // One line for the operator (rollbacks, fresh-state joins, a missing worker every ~10 s,
   // uncommitted checkpoints, the job's failure); may be empty. Called outside locks.
   std::function<void(const std::string&)> log;
@@ -113,7 +116,8 @@ class Coordinator {
   // longer bit-identical). INVALID_ARGUMENT: id out of range, dim 0 or above max_dim.
   // FAILED_PRECONDITION: layout differs from the first worker's; a restarted worker without
   // the state to resume; the job failed. UNAVAILABLE: shutting down. Blocks on disk I/O when
-  // it rolls back.
+  // it rolls back, and for the optimizer step of a closing round (its reply carries the
+  // parameters' digest).
   absl::StatusOr<JoinResult> Join(uint32_t worker_id, uint64_t num_samples, uint64_t dim,
                                   uint64_t layout_digest, const JoinIdentity& identity = {});
 
@@ -125,7 +129,8 @@ class Coordinator {
 
   // The current parameters (shared, not copied: see ParameterSnapshot; a copy of the optimizer
   // state if asked), labelled with the round they are the state before. FAILED_PRECONDITION
-  // (retryable) before any upload.
+  // (retryable) before any upload. Blocks while the optimizer step of a closing round is in
+  // progress (milliseconds: the step runs off the lock, and the pull needs its result).
   absl::StatusOr<ParameterSnapshot> GetParameters(bool include_optimizer_state = false);
 
   // Accepts worker `worker_id`'s encoded sparse gradient for `round`; `saved_state_round` is
@@ -210,6 +215,9 @@ class Coordinator {
   // SnapshotLocked touch it under mu_ only while no round is closing, or from the closer.
   std::unique_ptr<DownlinkCompressor> downlink_ ABSL_GUARDED_BY(mu_);
   RoundMachine machine_ ABSL_GUARDED_BY(mu_);
+  // The closer is stepping params_ and optimizer_ outside mu_ (see CloserLoop): whoever reads
+  // their contents waits until it is false.
+  bool stepping_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t rejected_pushes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t cancelled_pushes_ ABSL_GUARDED_BY(mu_) = 0;
   // Checkpoints: the newest committed round (valid when has_committed_), the snapshot waiting

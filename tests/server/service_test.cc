@@ -128,6 +128,32 @@ TEST(ParameterServer, ASnapshotHeldAcrossAStepKeepsItsRoundsParameters) {
   EXPECT_EQ(pulled->values, *after->values);
 }
 
+// The optimizer step runs off the coordinator's lock: from inside the step (the closer's own
+// thread, where a held lock would deadlock) the status is readable; the round only advances
+// when the step is done, and a pull then gets the stepped parameters with the new label.
+TEST(ParameterServer, TheOptimizerStepRunsOffTheLock) {
+  constexpr size_t kDim = 1000;
+  CoordinatorOptions o = Options(2, Algorithm::kTopK, 0.1);
+  std::atomic<int> steps{0};
+  Coordinator* coordinator = nullptr;
+  o.before_step = [&](uint64_t round) {
+    CoordinatorStatus s = coordinator->GetStatus();  // would deadlock if mu_ were held
+    EXPECT_EQ(s.round, round) << "the round advances after the step, not before";
+    EXPECT_EQ(s.pushes_this_round, 2u);
+    ++steps;
+  };
+  TestServer server(o);
+  coordinator = &server.coordinator();
+  auto clients = JoinAll(server, 2, kDim);
+  std::mt19937 rng(4);
+  ExpectExactRound(clients, 0, kDim, 100, rng);
+  ExpectExactRound(clients, 1, kDim, 100, rng);
+  EXPECT_EQ(steps.load(), 2);
+  auto pulled = clients[1]->PullParameters(1);
+  ASSERT_TRUE(pulled.ok()) << pulled.status();
+  EXPECT_EQ(pulled->round, 2u);
+}
+
 TEST(ParameterServer, RefusesAWorkerWhoseDataSplitDiffers) {
   TestServer server(Options(3, Algorithm::kTopK, 0.1));
   auto client = server.NewClient();
