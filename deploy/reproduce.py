@@ -4,6 +4,7 @@
     deploy/reproduce.py toy       # 2 workers, real server + worker processes
     deploy/reproduce.py linreg    # simulator sweeps + S = 0.6 through the real system
     deploy/reproduce.py fmnist    # Fashion-MNIST, 8 workers, 3 skews x 2 densities x 3 methods x 3 seeds
+    deploy/reproduce.py downlink  # Fashion-MNIST, the compressed downlink at N = 8 and 16
     deploy/reproduce.py all
 
 Needs a build (deploy/build.sh). Writes docs/figures/*.png and the raw results as
@@ -250,11 +251,58 @@ def fmnist():
     save(fig, "fmnist_accuracy.png")
 
 
+def downlink():
+    """The opt-in compressed downlink (--downlink-density) against the lossless aggregate: the
+    main job's recipe (MLP, Dirichlet 0.5, RegTop-k at 1 %), N = 8 and 16, 1000 rounds."""
+    workers = [8, 16]
+    downlinks = [0, 0.02, 0.01]  # 0 = lossless (the default)
+    seeds = [1, 2]
+    rounds = 1000
+    results_path = os.path.join(FIG, "downlink.json")
+    results = json.load(open(results_path)) if os.path.exists(results_path) else {}
+    for n in workers:
+        for dl in downlinks:
+            for seed in seeds:
+                key = f"{n}|{dl}|{seed}"
+                if key in results:
+                    continue
+                rows, summary = launch(f"dl_{n}_{dl}_{seed}", workers=n, dataset="fashion-mnist",
+                                       model="mlp", partition="dirichlet:0.5", algorithm="regtopk",
+                                       density=0.01, mu=5, lr=0.1, rounds=rounds, batch_size=64,
+                                       eval_every=100, seed=seed, downlink_density=dl)
+                accs = [r["test_accuracy"] for r in rows if "test_accuracy" in r]
+                digests = set(summary["param_digests"])
+                results[key] = {"accuracy": accs, "bytes_received": summary["bytes_received"],
+                                "bytes_sent": summary["bytes_sent"],
+                                "dense_bytes": summary["dense_bytes_equivalent"],
+                                "replicas_equal": len(digests) == 1 and None not in digests}
+                json.dump(results, open(results_path, "w"))
+                print(f"  {key}: {100 * accs[-1]:.2f}%", file=sys.stderr, flush=True)
+    print(f"\n### Compressed downlink, Fashion-MNIST MLP, Dirichlet 0.5, RegTop-k 1 %, {rounds} rounds, "
+          f"seeds {seeds}\n")
+    print("| N | downlink | test accuracy, mean of the last 3 evaluations (%) | final (%) | "
+          "received per worker per round (KB) | received vs lossless | up / down bytes | replicas equal |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n in workers:
+        base = statistics.mean(results[f"{n}|0|{s}"]["bytes_received"] for s in seeds)
+        for dl in downlinks:
+            rs = [results[f"{n}|{dl}|{s}"] for s in seeds]
+            tail = [100 * statistics.mean(r["accuracy"][-3:]) for r in rs]
+            final = [100 * r["accuracy"][-1] for r in rs]
+            recv = statistics.mean(r["bytes_received"] for r in rs)
+            sent = statistics.mean(r["bytes_sent"] for r in rs)
+            name = "lossless" if dl == 0 else f"{100 * dl:g} % of d"
+            print(f"| {n} | {name} | {statistics.mean(tail):.2f} ({', '.join(f'{t:.2f}' for t in tail)}) | "
+                  f"{statistics.mean(final):.2f} | {recv / n / rounds / 1e3:.1f} | {recv / base:.2f}x | "
+                  f"1 : {recv / sent:.1f} | {all(r['replicas_equal'] for r in rs)} |")
+
+
 if __name__ == "__main__":
     os.makedirs(FIG, exist_ok=True)
     os.makedirs(WORK, exist_ok=True)
     what = sys.argv[1] if len(sys.argv) > 1 else "all"
-    steps = {"toy": [toy], "linreg": [linreg], "fmnist": [fmnist], "all": [toy, linreg, fmnist]}
+    steps = {"toy": [toy], "linreg": [linreg], "fmnist": [fmnist], "downlink": [downlink],
+             "all": [toy, linreg, fmnist, downlink]}
     if what not in steps:
         sys.exit(__doc__)
     for step in steps[what]:
