@@ -32,48 +32,6 @@ void RadixSort(uint32_t lo, int bits, std::vector<Entry>* a, std::vector<Entry>*
   }
 }
 
-// The previous round's algorithm for few pushes: fold them in one at a time, each a linear
-// merge of sorted lists. The same sums in the same order as the radix path.
-void PairwiseMerge(absl::Span<const SparseView> pushes, absl::Span<const float> weights,
-                   SparseVector* out, SparseVector* merged) {
-  const SparseView& first = pushes[0];
-  out->indices.assign(first.indices.begin(), first.indices.end());
-  out->values.resize(first.nnz());
-  for (size_t i = 0; i < first.nnz(); ++i) out->values[i] = weights[0] * first.values[i];
-  for (size_t n = 1; n < pushes.size(); ++n) {
-    const SparseView& p = pushes[n];
-    const float w = weights[n];
-    const size_t na = out->nnz(), nb = p.nnz();
-    merged->indices.resize(na + nb);
-    merged->values.resize(na + nb);
-    size_t a = 0, b = 0, m = 0;
-    while (a < na && b < nb) {
-      const uint32_t ia = out->indices[a], ib = p.indices[b];
-      if (ia < ib) {
-        merged->indices[m] = ia;
-        merged->values[m++] = out->values[a++];
-      } else if (ib < ia) {
-        merged->indices[m] = ib;
-        merged->values[m++] = w * p.values[b++];
-      } else {
-        merged->indices[m] = ia;
-        merged->values[m++] = out->values[a++] + w * p.values[b++];
-      }
-    }
-    for (; a < na; ++a, ++m) {
-      merged->indices[m] = out->indices[a];
-      merged->values[m] = out->values[a];
-    }
-    for (; b < nb; ++b, ++m) {
-      merged->indices[m] = p.indices[b];
-      merged->values[m] = w * p.values[b];
-    }
-    merged->indices.resize(m);
-    merged->values.resize(m);
-    std::swap(*out, *merged);
-  }
-}
-
 }  // namespace
 
 SparseAggregator::SparseAggregator(int threads) : threads_(std::max(1, threads)) {
@@ -132,7 +90,7 @@ void SparseAggregator::Aggregate(absl::Span<const SparseView> pushes,
   }
   if (total == 0) return;
   if (pushes.size() <= kMergeUpTo) {
-    PairwiseMerge(pushes, weights, out, &workers_[0].out);
+    AggregateByPairwiseMerge(pushes, weights, out, &workers_[0].out);
     return;
   }
   // Cut the index range into parts of about kPartEntries entries where the largest push has
@@ -168,6 +126,49 @@ void SparseAggregator::Aggregate(absl::Span<const SparseView> pushes,
     const SparseVector& part = workers_[t].out;
     out->indices.insert(out->indices.end(), part.indices.begin(), part.indices.end());
     out->values.insert(out->values.end(), part.values.begin(), part.values.end());
+  }
+}
+
+void AggregateByPairwiseMerge(absl::Span<const SparseView> pushes,
+                              absl::Span<const float> weights, SparseVector* out,
+                              SparseVector* merged) {
+  out->clear();
+  if (pushes.empty()) return;
+  const SparseView& first = pushes[0];
+  out->indices.assign(first.indices.begin(), first.indices.end());
+  out->values.resize(first.nnz());
+  for (size_t i = 0; i < first.nnz(); ++i) out->values[i] = weights[0] * first.values[i];
+  for (size_t n = 1; n < pushes.size(); ++n) {
+    const SparseView& p = pushes[n];
+    const float w = weights[n];
+    const size_t na = out->nnz(), nb = p.nnz();
+    merged->indices.resize(na + nb);
+    merged->values.resize(na + nb);
+    size_t a = 0, b = 0, m = 0;
+    while (a < na && b < nb) {
+      const uint32_t ia = out->indices[a], ib = p.indices[b];
+      if (ia < ib) {
+        merged->indices[m] = ia;
+        merged->values[m++] = out->values[a++];
+      } else if (ib < ia) {
+        merged->indices[m] = ib;
+        merged->values[m++] = w * p.values[b++];
+      } else {
+        merged->indices[m] = ia;
+        merged->values[m++] = out->values[a++] + w * p.values[b++];
+      }
+    }
+    for (; a < na; ++a, ++m) {
+      merged->indices[m] = out->indices[a];
+      merged->values[m] = out->values[a];
+    }
+    for (; b < nb; ++b, ++m) {
+      merged->indices[m] = p.indices[b];
+      merged->values[m] = w * p.values[b];
+    }
+    merged->indices.resize(m);
+    merged->values.resize(m);
+    std::swap(*out, *merged);
   }
 }
 

@@ -55,6 +55,14 @@ class SparseAggregator {
   std::vector<Worker> workers_;
 };
 
+// The same sum by folding the pushes in one at a time, each a linear merge of sorted lists:
+// O(N^2 k), but with no passes over index bits, so the cheaper choice for a few pushes
+// (SparseAggregator uses it up to 4) and the baseline its benchmark measures against.
+// `merged` is scratch. Preconditions as for SparseAggregator::Aggregate.
+void AggregateByPairwiseMerge(absl::Span<const SparseView> pushes,
+                              absl::Span<const float> weights, SparseVector* out,
+                              SparseVector* merged);
+
 // One-shot form of SparseAggregator(1).Aggregate (allocates its scratch on every call).
 void AggregateSparse(absl::Span<const SparseView> pushes, absl::Span<const float> weights,
                      SparseVector* out);

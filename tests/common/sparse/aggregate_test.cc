@@ -1,5 +1,6 @@
 #include "common/sparse/aggregate.h"
 
+#include <cstring>
 #include <map>
 #include <random>
 #include <vector>
@@ -122,8 +123,12 @@ TEST(SparseAggregator, EqualsLeftToRightSumBitForBitForAnyThreadCount) {
         }
         const auto expected = LeftToRight(pushes, weights);
         std::vector<SparseView> views(pushes.begin(), pushes.end());
-        SparseVector out;
+        SparseVector out, merged, scratch;
         aggregator.Aggregate(views, weights, &out);
+        AggregateByPairwiseMerge(views, weights, &merged, &scratch);
+        ASSERT_EQ(merged.indices, out.indices);
+        ASSERT_EQ(0, std::memcmp(merged.values.data(), out.values.data(), 4 * out.nnz()))
+            << "the pairwise merge and the radix parts differ";
         ASSERT_EQ(out.nnz(), expected.size()) << threads << " threads, n " << n << ", shape " << shape;
         size_t i = 0;
         for (auto& [j, v] : expected) {
