@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/sparse/aggregate.h"
+#include "common/wire/sparse_codec.h"
 #include "tests/testing/random_sparse.h"
 
 namespace regtopk {
@@ -46,6 +47,10 @@ void Run(benchmark::State& state, int threads) {
     benchmark::DoNotOptimize(out.values.data());
   }
   state.counters["union_nnz"] = static_cast<double>(out.nnz());
+  // What the server would send: the smallest lossless encoding of this union (1 sparse,
+  // 2 bitmap, 3 dense) and its size, to see where the form switches as N grows.
+  state.counters["format"] = static_cast<double>(SmallestFormat(out, kDim));
+  state.counters["encoded_MB"] = EncodedSize(out, kDim, SmallestFormat(out, kDim)) / 1e6;
   state.counters["ns_per_pushed_entry"] = benchmark::Counter(
       static_cast<double>(n * k), benchmark::Counter::kIsIterationInvariantRate |
                                       benchmark::Counter::kInvert);
@@ -58,7 +63,7 @@ void BM_Aggregate_Radix2Threads(benchmark::State& state) { Run(state, 2); }
 void Args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"N", "density_ppm"});
   for (int density_ppm : {1000, 10000}) {
-    for (int n : {2, 4, 8, 16, 32}) b->Args({n, density_ppm});
+    for (int n : {2, 4, 8, 16, 32, 64}) b->Args({n, density_ppm});
   }
   b->Unit(benchmark::kMillisecond);
 }
