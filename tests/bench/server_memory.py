@@ -41,10 +41,13 @@ def main():
         init = np.zeros(dim, np.float32)
         grad = np.random.default_rng(0).standard_normal(dim, dtype=np.float32)
         errors = []
+        joined = threading.Barrier(n + 1)
 
         def worker(w):
             try:
                 s = _core.Session(f"127.0.0.1:{port}", w, init, "memory-bench")
+                joined.wait()  # every worker has joined and holds the parameters
+                joined.wait()
                 while not s.finished:
                     s.step(grad)
             except Exception as e:  # reported below
@@ -53,6 +56,9 @@ def main():
         threads = [threading.Thread(target=worker, args=(w,)) for w in range(n)]
         for t in threads:
             t.start()
+        joined.wait()
+        after_pulls = peak_kib(server.pid)
+        joined.wait()
         for t in threads:
             t.join()
         peak = peak_kib(server.pid)
@@ -60,8 +66,8 @@ def main():
         if errors:
             sys.exit("\n".join(errors))
         print(f"N = {n:2d}: server peak {peak / 1024:7.1f} MiB = {peak / 1024 / model_mib:5.2f} x the model "
-              f"(idle {idle / 1024:.1f} MiB; above idle {(peak - idle) / 1024 / model_mib:.2f} x the model)",
-              flush=True)
+              f"(idle {idle / 1024:.1f} MiB; above idle {(peak - idle) / 1024 / model_mib:.2f} x the model; "
+              f"after the joins and pulls {(after_pulls - idle) / 1024 / model_mib:.2f} x)", flush=True)
         time.sleep(0.5)
 
 
