@@ -345,8 +345,8 @@ absl::Status Coordinator::UploadParameters(uint32_t worker_id, std::vector<float
 absl::StatusOr<ParameterSnapshot> Coordinator::GetParameters(bool include_optimizer_state) {
   ParameterSnapshot s;
   {
-    // The optimizer step and the round's advance happen in one critical section, so the
-    // parameters and their round label always agree.
+    // Not while a step is in progress (it runs outside mu_, and the round advances only after
+    // it), so the parameters and their round label always agree.
     absl::MutexLock lock(&mu_);
     mu_.Await(absl::Condition(+[](bool* stepping) { return !*stepping; }, &stepping_));
     if (params_ == nullptr) {
