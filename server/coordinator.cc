@@ -687,9 +687,20 @@ void Coordinator::CloserLoop() {
     // run first, the same arithmetic. Such a round is refused to every worker and the job
     // stops, its parameters and committed checkpoints those from before the round.
     if (options_.before_step) options_.before_step(round);
-    std::optional<size_t> bad;
-    if (downlink_status.ok()) bad = optimizer->FirstNonFinite(*params, aggregate, round);
-    if (downlink_status.ok() && !bad) {
+    // A refusal (the downlink's carried error overflowed, or the dry run found a non-finite
+    // parameter) applies nothing and fails the job.
+    absl::Status refusal;
+    if (!downlink_status.ok()) {
+      refusal = absl::FailedPreconditionError(absl::StrCat(
+          "the job failed: round ", round, ": ", downlink_status.message(),
+          "; nothing was applied, the checkpoints are those from before round ", round));
+    } else if (std::optional<size_t> bad = optimizer->FirstNonFinite(*params, aggregate, round)) {
+      refusal = absl::FailedPreconditionError(absl::StrCat(
+          "the job failed: round ", round, "'s step would make parameter ", *bad,
+          " non-finite (an exploding or poisoned update); nothing was applied, the "
+          "parameters and checkpoints are those from before round ", round,
+          ". Lower --lr or set --clip-norm / --max-abs-value, then resume"));
+    } else {
       optimizer->Step(absl::MakeSpan(*params), aggregate, round);
       if (every != 0 && (round + 1) % every == 0) {
         result->has_digest = true;
@@ -701,18 +712,8 @@ void Coordinator::CloserLoop() {
       // The round's advance: from here a pull sees the stepped parameters with the new round.
       absl::MutexLock lock(&mu_);
       stepping_ = false;
-      if (!downlink_status.ok()) {
-        job_status_ = absl::FailedPreconditionError(absl::StrCat(
-            "the job failed: round ", round, ": ", downlink_status.message(),
-            "; nothing was applied, the checkpoints are those from before round ", round));
-        refused = machine_.Refuse();
-        if (ServerMetrics* m = options_.metrics) m->refused_rounds->Add();
-      } else if (bad) {
-        job_status_ = absl::FailedPreconditionError(absl::StrCat(
-            "the job failed: round ", round, "'s step would make parameter ", *bad,
-            " non-finite (an exploding or poisoned update); nothing was applied, the "
-            "parameters and checkpoints are those from before round ", round,
-            ". Lower --lr or set --clip-norm / --max-abs-value, then resume"));
+      if (!refusal.ok()) {
+        job_status_ = refusal;
         refused = machine_.Refuse();
         if (ServerMetrics* m = options_.metrics) m->refused_rounds->Add();
       } else {
@@ -734,14 +735,9 @@ void Coordinator::CloserLoop() {
         }
       }
     }
-    if (!refused.empty()) {
-      absl::Status failed;
-      {
-        absl::MutexLock lock(&mu_);
-        failed = job_status_;
-      }
-      Log(std::string(failed.message()));
-      for (PushCallback& cb : refused) cb(failed);
+    if (!refusal.ok()) {
+      Log(std::string(refusal.message()));
+      for (PushCallback& cb : refused) cb(refusal);
       continue;
     }
     std::shared_ptr<const RoundResult> shared = std::move(result);
