@@ -59,7 +59,9 @@ void SparseAggregator::AggregateParts(absl::Span<const SparseView> pushes,
       const SparseView& p = pushes[n];
       const float w = weights[n];
       size_t& i = worker->cursor[n];
-      for (; i < p.nnz() && p.indices[i] < hi; ++i) entries.push_back({p.indices[i], w * p.values[i]});
+      for (; i < p.nnz() && p.indices[i] < hi; ++i) {
+        entries.push_back({p.indices[i], w * p.values[i]});
+      }
     }
     if (entries.empty()) continue;
     int bits = 1;

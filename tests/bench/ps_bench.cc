@@ -55,10 +55,9 @@ Result Run(double density, bool force_dense, int rounds, const std::string& tls_
   // Written by the coordinator's thread, read after Shutdown has joined it.
   struct Phases {
     double aggregate = 0, encode = 0, step = 0;
-    uint64_t from_round = 1;  // round 0 is the warm-up
   } phases;
   o.on_round_closed = [&phases](const RoundResult& r) {
-    if (r.round < phases.from_round) return;
+    if (r.round == 0) return;  // the warm-up
     phases.aggregate += r.aggregate_seconds;
     phases.encode += r.encode_seconds;
     phases.step += r.step_seconds;

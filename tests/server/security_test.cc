@@ -26,16 +26,19 @@ using ::testing::HasSubstr;
 const std::string kServer = REGTOPK_SERVER_BIN;
 const std::string kMakeCerts = REGTOPK_MAKE_CERTS;
 
+// `certs`: a make-certs folder whose CA the client trusts and (cert_worker >= 0) whose
+// worker-N pair it presents; `ca_certs`, if given, is the folder whose CA it trusts instead.
 std::unique_ptr<ServerClient> Client(const std::string& address, uint32_t worker,
                                      const std::string& secret = "",
-                                     const std::string& certs = "", int cert_worker = -1) {
+                                     const std::string& certs = "", int cert_worker = -1,
+                                     const std::string& ca_certs = "") {
   GrpcClientOptions o;
   o.target = address;
   o.worker_id = worker;
   o.job_secret = secret;
   o.rpc_timeout = absl::Seconds(5);
   if (!certs.empty()) {
-    o.tls_ca = certs + "/ca.pem";
+    o.tls_ca = (ca_certs.empty() ? certs : ca_certs) + "/ca.pem";
     o.tls_server_name = "localhost";
     if (cert_worker >= 0) {
       o.tls_cert = absl::StrCat(certs, "/worker-", cert_worker, ".pem");
@@ -173,26 +176,11 @@ TEST(Security, AnotherCasCertificatesAreRefused) {
   ASSERT_FALSE(address.empty()) << server.stderr_text();
 
   // worker-0's certificate from the other CA, while trusting the job's CA.
-  GrpcClientOptions o;
-  o.target = address;
-  o.worker_id = 0;
-  o.rpc_timeout = absl::Seconds(5);
-  o.tls_server_name = "localhost";
-  o.tls_ca = certs + "/ca.pem";
-  o.tls_cert = other + "/worker-0.pem";
-  o.tls_key = other + "/worker-0.key";
-  auto foreign_client = CreateGrpcServerClient(o);
-  ASSERT_TRUE(foreign_client.ok()) << foreign_client.status();
-  auto foreign = (*foreign_client)->Join(0, 10, 4, 1);
+  auto foreign = Client(address, 0, "", other, 0, /*ca_certs=*/certs)->Join(0, 10, 4, 1);
   EXPECT_EQ(foreign.status().code(), absl::StatusCode::kUnavailable) << foreign.status();
 
   // The job's own worker certificate, but trusting the other CA: the server is not believed.
-  o.tls_ca = other + "/ca.pem";
-  o.tls_cert = certs + "/worker-0.pem";
-  o.tls_key = certs + "/worker-0.key";
-  auto wrong_ca_client = CreateGrpcServerClient(o);
-  ASSERT_TRUE(wrong_ca_client.ok()) << wrong_ca_client.status();
-  auto wrong_ca = (*wrong_ca_client)->Join(0, 10, 4, 1);
+  auto wrong_ca = Client(address, 0, "", certs, 0, /*ca_certs=*/other)->Join(0, 10, 4, 1);
   EXPECT_EQ(wrong_ca.status().code(), absl::StatusCode::kUnavailable) << wrong_ca.status();
 
   // Neither attempt changed anything: the job's own worker joins as the first.
