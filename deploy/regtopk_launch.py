@@ -46,7 +46,7 @@ class ServerFlag:
 
 
 def server_flags(server_bin: str) -> list[ServerFlag]:
-    """The server's own flags, parsed from its --help ("  --name  help (default: value)")."""
+    """The server's own flags, parsed from its --help ("  --name  help (default: value) [ENV]")."""
     try:
         out = subprocess.run([server_bin, "--help"], capture_output=True, text=True, timeout=30,
                              check=True).stdout
@@ -54,7 +54,7 @@ def server_flags(server_bin: str) -> list[ServerFlag]:
         sys.exit(f"{PROGRAM}: cannot read the flags of {server_bin} ({e}); build first, or --bin-dir")
     flags = []
     for line in out.splitlines():
-        m = re.match(r"^  --([a-z0-9-]+)  (.*) \(default: (.*)\)$", line)
+        m = re.match(r"^  --([a-z0-9-]+)  (.*) \(default: (.*)\)(?: \[REGTOPK_[A-Z0-9_]+\])?$", line)
         if m:
             name, text, default = m.groups()
             flags.append(ServerFlag(name, text, default, default in ("true", "false")))

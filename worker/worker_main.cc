@@ -1,14 +1,18 @@
 // regtopk-worker: one training worker of a regtopk job.
+#include <cstdlib>
 #include <iostream>
 #include <string>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/cli/flags.h"
 #include "worker/train/trainer.h"
 
 ABSL_FLAG(std::string, server, "", "parameter server address, host:port (required)");
-ABSL_FLAG(int, worker_id, 0, "this worker's id, 0 .. workers-1");
+ABSL_FLAG(int, worker_id, 0,
+          "this worker's id, 0 .. workers-1; when neither this flag nor REGTOPK_WORKER_ID is set, "
+          "JOB_COMPLETION_INDEX (a Kubernetes Indexed Job's index) gives it");
 ABSL_FLAG(std::string, model, "mlp",
           "a TorchScript module saved by torch.jit.script/trace (PATH.pt), or a built-in model: "
           "mlp or cnn (28x28 images), resnet18 (32x32x3), linear (linreg), logistic (toy)");
@@ -74,7 +78,16 @@ int main(int argc, char** argv) {
       "--model=mlp --dataset=fashion-mnist --partition=dirichlet:0.5 --metrics=w0.jsonl");
   regtopk::TrainerOptions o;
   o.server = absl::GetFlag(FLAGS_server);
-  const int id = absl::GetFlag(FLAGS_worker_id);
+  int id = absl::GetFlag(FLAGS_worker_id);
+  if (!regtopk::FlagWasSet("worker_id")) {
+    if (const char* index = std::getenv("JOB_COMPLETION_INDEX"); index != nullptr) {
+      if (!absl::SimpleAtoi(index, &id)) {
+        regtopk::FlagErrorExit(kProgram, absl::StrCat("JOB_COMPLETION_INDEX='", index,
+                                                      "' is not a worker id"));
+      }
+      std::cerr << kProgram << ": worker id " << id << " from JOB_COMPLETION_INDEX\n";
+    }
+  }
   if (id < 0) regtopk::FlagErrorExit(kProgram, "--worker-id must be >= 0");
   o.worker_id = static_cast<uint32_t>(id);
   o.model = absl::GetFlag(FLAGS_model);

@@ -11,6 +11,8 @@
 #include "absl/flags/reflection.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 
 namespace regtopk {
@@ -34,7 +36,10 @@ bool IsOwnFlag(const absl::CommandLineFlag& flag) {
 }
 
 void PrintHelp(absl::string_view usage) {
-  std::cout << usage << "\n\nFlags (--name=value; --flag-name and --flag_name both work):\n";
+  std::cout << usage
+            << "\n\nFlags (--name=value; --flag-name and --flag_name both work). Every flag can "
+               "also come from the environment variable in brackets; a flag on the command line "
+               "wins over the variable.\n";
   std::vector<const absl::CommandLineFlag*> flags;
   for (const auto& [name, flag] : absl::GetAllFlags()) {
     if (IsOwnFlag(*flag)) flags.push_back(flag);
@@ -43,17 +48,43 @@ void PrintHelp(absl::string_view usage) {
   for (const absl::CommandLineFlag* flag : flags) {
     std::cout << "  --" << absl::StrReplaceAll(flag->Name(), {{"_", "-"}}) << "  " << flag->Help()
               << " (default: " << (flag->DefaultValue().empty() ? "\"\"" : flag->DefaultValue())
-              << ")\n";
+              << ") [" << FlagEnvironmentVariable(flag->Name()) << "]\n";
+  }
+}
+
+// Parses `value` into `flag` and records it as set; exits with a message naming `source`.
+void SetFlagOrExit(absl::CommandLineFlag& flag, const std::string& value, absl::string_view program,
+                   absl::string_view source) {
+  SetFlags().insert(std::string(flag.Name()));
+  std::string error;
+  if (!flag.ParseFrom(value, &error)) {
+    FlagErrorExit(program, absl::StrCat("bad value for ", source, ": ", error));
   }
 }
 
 }  // namespace
+
+std::string FlagEnvironmentVariable(absl::string_view flag_name) {
+  return absl::StrCat("REGTOPK_", absl::AsciiStrToUpper(absl::StrReplaceAll(flag_name, {{"-", "_"}})));
+}
 
 bool FlagWasSet(absl::string_view name) {
   return SetFlags().count(absl::StrReplaceAll(name, {{"-", "_"}})) > 0;
 }
 
 void ParseFlagsOrExit(int argc, char** argv, absl::string_view program, absl::string_view usage) {
+  // The environment first, so that the command line overrides it. An empty variable counts as
+  // set (to the empty value): a manifest that writes REGTOPK_TLS_CA="" means it.
+  std::vector<std::string> from_environment;
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (!IsOwnFlag(*flag)) continue;
+    const std::string variable = FlagEnvironmentVariable(name);
+    const char* value = std::getenv(variable.c_str());
+    if (value == nullptr) continue;
+    SetFlagOrExit(*flag, value, program,
+                  absl::StrCat(variable, " (--", absl::StrReplaceAll(name, {{"_", "-"}}), ")"));
+    from_environment.push_back(variable);
+  }
   for (int i = 1; i < argc; ++i) {
     absl::string_view arg = argv[i];
     if (arg == "--help" || arg == "-h" || arg == "--helpfull") {
@@ -86,11 +117,12 @@ void ParseFlagsOrExit(int argc, char** argv, absl::string_view program, absl::st
     if (flag == nullptr || !IsOwnFlag(*flag)) {
       FlagErrorExit(program, absl::StrCat("unknown flag --", arg.substr(0, eq), " (see --help)"));
     }
-    SetFlags().insert(std::string(flag->Name()));
-    std::string error;
-    if (!flag->ParseFrom(value, &error)) {
-      FlagErrorExit(program, absl::StrCat("bad value for --", arg.substr(0, eq), ": ", error));
-    }
+    SetFlagOrExit(*flag, value, program, absl::StrCat("--", arg.substr(0, eq)));
+  }
+  if (!from_environment.empty()) {
+    std::sort(from_environment.begin(), from_environment.end());
+    std::cerr << program << ": flags from the environment: "
+              << absl::StrJoin(from_environment, ", ") << "\n";
   }
 }
 

@@ -56,6 +56,35 @@ TEST(ServerMain, HelpDocumentsEveryFlagWithItsDefault) {
   EXPECT_THAT(p.stdout_text(), HasSubstr("(default: 0.01)"));
 }
 
+TEST(ServerMain, EveryFlagCanComeFromTheEnvironmentAndTheCommandLineWins) {
+  {
+    // The variable is read: an invalid density from it is refused like the flag's.
+    Subprocess p(kServer, {}, {"REGTOPK_DENSITY=2"});
+    EXPECT_EQ(p.Wait(), 2);
+    EXPECT_THAT(p.stderr_text(), HasSubstr("density must be in (0, 1]"));
+  }
+  {
+    Subprocess p(kServer, {}, {"REGTOPK_LR=abc"});
+    EXPECT_EQ(p.Wait(), 2);
+    EXPECT_THAT(p.stderr_text(), HasSubstr("bad value for REGTOPK_LR (--lr)"));
+  }
+  {
+    // The flag wins over the bad variable; the server starts and says what the environment set.
+    Subprocess p(kServer, {"--density=0.1", "--host=127.0.0.1"},
+                 {"REGTOPK_DENSITY=2", "REGTOPK_PORT=0", "REGTOPK_WORKERS=1"});
+    EXPECT_FALSE(ServerAddress(p).empty()) << p.stderr_text();
+    p.Signal(SIGTERM);
+    EXPECT_EQ(p.Wait(), 0) << p.stderr_text();
+    EXPECT_THAT(p.stderr_text(),
+                HasSubstr("flags from the environment: REGTOPK_DENSITY, REGTOPK_PORT, "
+                          "REGTOPK_WORKERS"));
+  }
+  Subprocess help(kServer, {"--help"});
+  EXPECT_EQ(help.Wait(), 0);
+  EXPECT_THAT(help.stdout_text(), HasSubstr("(default: 0.01) [REGTOPK_DENSITY]"));
+  EXPECT_THAT(help.stdout_text(), HasSubstr("[REGTOPK_CHECKPOINT_DIR]"));
+}
+
 TEST(ServerMain, SigtermDuringAHeldRoundEndsCleanly) {
   Subprocess server(kServer, {"--host=127.0.0.1", "--port=0", "--workers=2", "--algorithm=topk",
                               "--density=0.1"});

@@ -22,7 +22,9 @@ namespace regtopk {
 
 class Subprocess {
  public:
-  Subprocess(const std::string& binary, const std::vector<std::string>& args) {
+  // `env`: NAME=VALUE entries added to (or replacing in) the child's inherited environment.
+  Subprocess(const std::string& binary, const std::vector<std::string>& args,
+             const std::vector<std::string>& env = {}) {
     int out[2], err[2];
     if (pipe(out) != 0 || pipe(err) != 0) return;
     pid_ = fork();
@@ -32,6 +34,7 @@ class Subprocess {
       dup2(err[1], 2);
       close(out[0]);
       close(err[0]);
+      for (const std::string& e : env) putenv(const_cast<char*>(e.c_str()));
       std::vector<char*> argv;
       argv.push_back(const_cast<char*>(binary.c_str()));
       for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));

@@ -193,5 +193,68 @@ TEST(WorkerMain, BadFlagsExitTwo) {
   }
 }
 
+// A worker configured only through the environment, as a container or a Kubernetes Indexed Job
+// configures it: its id from JOB_COMPLETION_INDEX, everything else from REGTOPK_* variables.
+// Two such workers train a job to its end, and the worker that got id 1 from its index is the
+// one the server saw (its metrics file, named by the variable, has every round).
+TEST(WorkerMain, WorkersConfiguredOnlyByEnvironmentVariablesJoinAndTrain) {
+  const std::string dir = NewTempDir("regtopk_worker_env");
+  Subprocess server(kServer, {}, {"REGTOPK_HOST=127.0.0.1", "REGTOPK_PORT=0", "REGTOPK_WORKERS=2",
+                                  "REGTOPK_ALGORITHM=regtopk", "REGTOPK_DENSITY=0.5",
+                                  "REGTOPK_LR=0.01", "REGTOPK_ROUNDS=20", "REGTOPK_LOG_EVERY=0",
+                                  "REGTOPK_LINGER_SECONDS=30"});
+  const std::string address = ServerAddress(server);
+  ASSERT_FALSE(address.empty()) << server.stderr_text();
+  std::vector<std::unique_ptr<Subprocess>> workers;
+  for (int w = 0; w < 2; ++w) {
+    workers.push_back(std::make_unique<Subprocess>(
+        kWorker, std::vector<std::string>{},
+        std::vector<std::string>{
+            absl::StrCat("REGTOPK_SERVER=", address), absl::StrCat("JOB_COMPLETION_INDEX=", w),
+            "REGTOPK_DATASET=linreg", "REGTOPK_MODEL=linear", "REGTOPK_LOG_EVERY=5",
+            absl::StrCat("REGTOPK_METRICS=", dir, "/w", w, ".jsonl")}));
+  }
+  for (int w = 0; w < 2; ++w) {
+    ASSERT_EQ(workers[w]->Wait(), 0) << workers[w]->stderr_text();
+    EXPECT_THAT(workers[w]->stderr_text(),
+                HasSubstr(absl::StrCat("worker id ", w, " from JOB_COMPLETION_INDEX")));
+    EXPECT_THAT(workers[w]->stderr_text(), HasSubstr("flags from the environment: "
+                                                     "REGTOPK_DATASET, REGTOPK_LOG_EVERY"));
+    EXPECT_EQ(Lines(absl::StrCat(dir, "/w", w, ".jsonl")).size(), 20u);
+  }
+  // The progress line every REGTOPK_LOG_EVERY=5 rounds.
+  EXPECT_THAT(workers[1]->stderr_text(), HasSubstr("round 20/20"));
+  EXPECT_TRUE(server.WaitForStderr("flags from the environment: REGTOPK_ALGORITHM", 10000))
+      << server.stderr_text();
+}
+
+// The command line wins over the environment, and a bad variable is named in the error. An id
+// given by flag (or REGTOPK_WORKER_ID) wins over JOB_COMPLETION_INDEX; a bad index is an error.
+TEST(WorkerMain, FlagsWinOverEnvironmentAndBadVariablesAreNamed) {
+  {
+    Subprocess w(kWorker, {"--server=x:1"}, {"REGTOPK_BATCH_SIZE=lots"});
+    EXPECT_EQ(w.Wait(), 2);
+    EXPECT_THAT(w.stderr_text(), HasSubstr("bad value for REGTOPK_BATCH_SIZE (--batch-size)"));
+  }
+  {
+    Subprocess w(kWorker, {"--server=x:1"}, {"REGTOPK_DEVICE=tpu"});
+    EXPECT_EQ(w.Wait(), 2) << "REGTOPK_DEVICE=tpu was not read";
+  }
+  {
+    Subprocess w(kWorker, {"--server=x:1"}, {"JOB_COMPLETION_INDEX=two"});
+    EXPECT_EQ(w.Wait(), 2);
+    EXPECT_THAT(w.stderr_text(), HasSubstr("JOB_COMPLETION_INDEX='two' is not a worker id"));
+  }
+  {
+    // --device=cpu on the command line overrides the bad variable; the worker then gets past
+    // flag checking to its data and fails there (exit 1, not the flag error's 2).
+    Subprocess w(kWorker, {"--server=127.0.0.1:1", "--device=cpu", "--worker-id=0",
+                           "--data-dir=/nonexistent/fmnist"},
+                 {"REGTOPK_DEVICE=tpu", "JOB_COMPLETION_INDEX=two"});
+    EXPECT_EQ(w.Wait(), 1) << w.stderr_text();
+    EXPECT_THAT(w.stderr_text(), HasSubstr("/nonexistent/fmnist"));
+  }
+}
+
 }  // namespace
 }  // namespace regtopk
