@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Validates the deployment files: docker-compose config for the CPU file and the GPU override,
-# a deliberately broken file that must be refused (so the check can fail), and dockerfilelint
-# (npm) on both Dockerfiles. Usage: compose_test.sh REPO_ROOT TOOLS_DIR
+# Validates the deployment files: docker-compose config for the CPU file and the GPU and TLS
+# overrides, a deliberately broken file that must be refused (so the check can fail), the
+# environment each service really gets, and dockerfilelint (npm, installed into .tools/ by
+# deploy/install-deps.sh; nothing is downloaded here) on every Dockerfile.
+# Usage: compose_test.sh REPO_ROOT
 set -euo pipefail
 root="$1"
-tools="$2"
+lint="$root/.tools/node_modules/.bin/dockerfilelint"
 cd "$root/deploy"
 
 command -v docker-compose >/dev/null || { echo "docker-compose is not installed (deploy/install-deps.sh installs it)"; exit 1; }
@@ -13,13 +15,20 @@ echo "ok: docker-compose.yml"
 docker-compose -f docker-compose.yml -f docker-compose.gpu.yml config -q
 echo "ok: docker-compose.yml + docker-compose.gpu.yml"
 docker-compose -f docker-compose.yml -f docker-compose.tls.yml config -q
-# The TLS override really turns TLS on: every service names the job's certificates.
+# The TLS override really turns TLS on: every service names the job's certificates, and the
+# server no longer listens with --insecure.
 tls_config="$(docker-compose -f docker-compose.yml -f docker-compose.tls.yml config)"
-[ "$(echo "$tls_config" | grep -c -- "--tls-ca=/certs/ca.pem")" -ge 6 ] || { echo "FAIL: a service of the TLS override lacks --tls-ca"; exit 1; }
-if echo "$tls_config" | grep -q -- "--insecure"; then
-  echo "FAIL: the TLS override still listens with --insecure"; exit 1
-fi
-[ "$(echo "$tls_config" | grep -c -- "--tls-cert=/certs/worker-")" = 4 ] || { echo "FAIL: not every worker has its certificate"; exit 1; }
+[ "$(grep -c "REGTOPK_TLS_CA: /certs/ca.pem" <<<"$tls_config")" = 5 ] || { echo "FAIL: a service of the TLS override lacks REGTOPK_TLS_CA"; exit 1; }
+grep -Eq "REGTOPK_INSECURE: ['\"]false['\"]" <<<"$tls_config" || { echo "FAIL: the TLS override still listens with --insecure"; exit 1; }
+[ "$(grep -c "REGTOPK_TLS_CERT: /certs/worker-" <<<"$tls_config")" = 4 ] || { echo "FAIL: not every worker has its certificate"; exit 1; }
+# Each worker has its own id, state and metrics file, and the shared settings (the anchor).
+base_config="$(docker-compose -f docker-compose.yml config)"
+for w in 0 1 2 3; do
+  grep -Eq "REGTOPK_WORKER_ID: ['\"]$w['\"]" <<<"$base_config" || { echo "FAIL: no worker with id $w"; exit 1; }
+  grep -q "REGTOPK_STATE_DIR: /ckpt/worker-$w" <<<"$base_config" || { echo "FAIL: worker $w has no state dir"; exit 1; }
+done
+[ "$(grep -c "REGTOPK_SERVER: server:50051" <<<"$base_config")" = 4 ] || { echo "FAIL: a worker lacks the shared settings"; exit 1; }
+grep -q "condition: service_healthy" <<<"$base_config" && { echo "FAIL: a service waits for a health check (podman runs none)"; exit 1; }
 echo "ok: docker-compose.yml + docker-compose.tls.yml (mutual TLS for every service)"
 
 broken="$(mktemp --suffix=.yml)"
@@ -30,13 +39,7 @@ if docker-compose -f "$broken" config -q 2>/dev/null; then
 fi
 echo "ok: an invalid compose file is refused"
 
-if command -v npm >/dev/null; then
-  if [ ! -x "$tools/node_modules/.bin/dockerfilelint" ]; then
-    mkdir -p "$tools"
-    npm install --prefix "$tools" --silent --no-audit --no-fund dockerfilelint@1.8.0 >/dev/null
-  fi
-  "$tools/node_modules/.bin/dockerfilelint" Dockerfile
-  "$tools/node_modules/.bin/dockerfilelint" Dockerfile.cuda
-else
-  echo "dockerfilelint: not run (npm is not installed)"
-fi
+[ -x "$lint" ] || { echo "FAIL: $lint is missing (run deploy/install-deps.sh)"; exit 1; }
+for f in Dockerfile.server Dockerfile.worker Dockerfile.cuda; do
+  "$lint" "$f"
+done
