@@ -25,7 +25,19 @@ WorkerMetrics::WorkerMetrics(MetricsRegistry* r)
                                   "Decoding and applying the aggregate.")),
       train_loss(r->AddGauge("regtopk_worker_train_loss", "Loss of the last local batch.")),
       test_accuracy(
-          r->AddGauge("regtopk_worker_test_accuracy", "Test accuracy at the last evaluation.")) {}
+          r->AddGauge("regtopk_worker_test_accuracy", "Test accuracy at the last evaluation.")),
+      picks(r->AddCounter("regtopk_worker_mask_picks_total",
+                          "Entries picked in rounds with a mask diagnostic (Top-k, RegTop-k).")),
+      not_topk_picks(r->AddCounter("regtopk_worker_not_topk_picks_total",
+                                   "Picks plain Top-k would not have made: RegTop-k at work.")),
+      topk_repeat_picks(r->AddCounter("regtopk_worker_topk_repeat_picks_total",
+                                      "Plain Top-k's picks that were also sent the round before: "
+                                      "the only picks RegTop-k can change.")),
+      not_topk_fraction(r->AddGauge("regtopk_worker_not_topk_fraction",
+                                    "Last round: picks plain Top-k would not have made, over k.")),
+      topk_repeat_fraction(r->AddGauge("regtopk_worker_topk_repeat_fraction",
+                                       "Last round: Top-k's picks repeating last round's, over "
+                                       "k.")) {}
 
 void WorkerMetrics::RecordRound(const StepStats& stats, double compute, double loss, size_t dim) {
   rounds->Add();
@@ -39,6 +51,13 @@ void WorkerMetrics::RecordRound(const StepStats& stats, double compute, double l
   wait_seconds->Add(stats.wait_seconds);
   apply_seconds->Add(stats.apply_seconds);
   train_loss->Set(loss);
+  if (stats.mask) {
+    picks->Add(static_cast<double>(stats.mask->k));
+    not_topk_picks->Add(static_cast<double>(stats.mask->not_topk));
+    topk_repeat_picks->Add(static_cast<double>(stats.mask->topk_repeats));
+    not_topk_fraction->Set(stats.mask->not_topk_fraction());
+    topk_repeat_fraction->Set(stats.mask->topk_repeat_fraction());
+  }
 }
 
 }  // namespace regtopk

@@ -31,6 +31,14 @@ struct WorkerMetrics {
   Counter* apply_seconds;
   Gauge* train_loss;
   Gauge* test_accuracy;
+  // The mask diagnostic (Top-k and RegTop-k): picks plain Top-k would not have made, and Top-k
+  // picks that repeat last round's, as counts (rate() of one over picks gives the fraction over
+  // a window) and as the last round's fractions.
+  Counter* picks;
+  Counter* not_topk_picks;
+  Counter* topk_repeat_picks;
+  Gauge* not_topk_fraction;
+  Gauge* topk_repeat_fraction;
 };
 
 }  // namespace regtopk

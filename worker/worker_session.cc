@@ -250,6 +250,7 @@ absl::StatusOr<StepStats> WorkerSession::Step(absl::Span<const float> gradient) 
   }
   stats.saved_state = saved_round_ == round_ && config_.IsCheckpointRound(round_);
   REGTOPK_RETURN_IF_ERROR(sparsifier_->Compress(gradient, &sent_));
+  stats.mask = sparsifier_->last_diagnostic();
   EncodeSparseSmallest(sent_, dim(), &encoded_);
   stats.entries_sent = sent_.nnz();
   stats.bytes_pushed = encoded_.size();

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -66,6 +67,8 @@ struct StepStats {
   size_t bytes_pushed = 0;    // encoded gradient
   size_t bytes_received = 0;  // encoded aggregate
   size_t aggregate_nnz = 0;
+  // How this round's picks relate to plain Top-k's (Top-k and RegTop-k; MaskDiagnostic).
+  std::optional<MaskDiagnostic> mask;
   double compress_seconds = 0;  // sparsify + encode
   double communicate_seconds = 0;  // push sent .. aggregate received, wait included
   double wait_seconds = 0;         // of which the server held the push for slower workers

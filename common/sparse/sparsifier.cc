@@ -228,19 +228,56 @@ class ErrorFeedbackSparsifier : public Sparsifier {
   std::vector<int32_t> block_max_;
 };
 
+// Entries two sorted index lists share.
+size_t CountCommon(absl::Span<const uint32_t> x, absl::Span<const uint32_t> y) {
+  size_t common = 0;
+  for (size_t i = 0, j = 0; i < x.size() && j < y.size();) {
+    if (x[i] < y[j]) {
+      ++i;
+    } else if (y[j] < x[i]) {
+      ++j;
+    } else {
+      ++common, ++i, ++j;
+    }
+  }
+  return common;
+}
+
 class TopKSparsifier final : public ErrorFeedbackSparsifier {
  public:
   explicit TopKSparsifier(const SparsifierOptions& options)
       : ErrorFeedbackSparsifier(options), selector_(options.seed) {}
+
+  std::optional<MaskDiagnostic> last_diagnostic() const override { return diagnostic_; }
 
  protected:
   void Choose(absl::Span<const float> a, absl::Span<const int32_t> block_max,
               std::vector<uint32_t>* indices) override {
     selector_.Select(a, 1.0f, ScoreOverrides{}, k_, indices, block_max);
   }
+  void AfterCompress(const SparseVector& sent) override {
+    // The mask is plain Top-k's by definition; what repeats is the diagnostic.
+    if (!options_.mask_diagnostic) return;
+    if (has_prev_) {
+      diagnostic_ = MaskDiagnostic{k_, 0, CountCommon(sent.indices, prev_indices_)};
+    } else {
+      diagnostic_ = has_compressed_ ? std::nullopt : std::optional(MaskDiagnostic{k_, 0, 0});
+    }
+    prev_indices_ = sent.indices;
+    has_prev_ = has_compressed_ = true;
+  }
+  void ImportExtra(const SparsifierState&) override {
+    // The state carries no previous mask: the next round's repeats are unknown.
+    has_prev_ = false;
+    has_compressed_ = true;
+    diagnostic_.reset();
+  }
 
  private:
   TopKSelector selector_;
+  std::vector<uint32_t> prev_indices_;
+  bool has_prev_ = false, has_compressed_ = false;
+  std::optional<MaskDiagnostic> diagnostic_;
 };
 
 class RandKSparsifier final : public ErrorFeedbackSparsifier {
@@ -343,8 +380,46 @@ class RegTopKSparsifier final : public ErrorFeedbackSparsifier {
     }
     selector_.Select(a, no_evidence_scale_, ScoreOverrides{prev_indices_, override_scores_}, k_,
                      indices, block_max);
+    if (options_.mask_diagnostic) Diagnose(a, *indices);
   }
 
+  // Plain Top-k's mask T, from R (this round's picks) and P (last round's) alone. Every entry
+  // outside R and P has |a| no larger than any entry of R (its unregularised score lost to every
+  // pick, and a regularised pick's |a| is at least its score), with ties to the lower index; so
+  // the top k of R u P by (|a|, lower index) is T. Then not_topk = k - |T n R|, repeats = |T n P|.
+  void Diagnose(absl::Span<const float> a, absl::Span<const uint32_t> picks) {
+    diagnosis_.clear();
+    size_t p = 0;
+    for (uint32_t j : picks) {
+      for (; p < prev_indices_.size() && prev_indices_[p] < j; ++p) {
+        diagnosis_.push_back({std::fabs(a[prev_indices_[p]]), prev_indices_[p], false, true});
+      }
+      const bool also_prev = p < prev_indices_.size() && prev_indices_[p] == j;
+      if (also_prev) ++p;
+      diagnosis_.push_back({std::fabs(a[j]), j, true, also_prev});
+    }
+    for (; p < prev_indices_.size(); ++p) {
+      diagnosis_.push_back({std::fabs(a[prev_indices_[p]]), prev_indices_[p], false, true});
+    }
+    const size_t k = picks.size();
+    auto before = [](const Diagnosed& x, const Diagnosed& y) {
+      return x.magnitude > y.magnitude || (x.magnitude == y.magnitude && x.index < y.index);
+    };
+    if (diagnosis_.size() > k) {
+      std::nth_element(diagnosis_.begin(), diagnosis_.begin() + (k - 1), diagnosis_.end(), before);
+    }
+    MaskDiagnostic d{k, k, 0};
+    for (size_t i = 0; i < k; ++i) {
+      d.not_topk -= diagnosis_[i].picked;
+      d.topk_repeats += diagnosis_[i].previous;
+    }
+    diagnostic_ = d;
+  }
+
+ public:
+  std::optional<MaskDiagnostic> last_diagnostic() const override { return diagnostic_; }
+
+ protected:
   void ExportExtra(SparsifierState* s) const override {
     s->prev_indices = prev_indices_;
     s->prev_values = prev_values_;
@@ -388,6 +463,13 @@ class RegTopKSparsifier final : public ErrorFeedbackSparsifier {
   std::vector<float> prev_values_;
   std::vector<float> prev_aggregate_;
   std::vector<float> override_scores_;
+  struct Diagnosed {
+    float magnitude;
+    uint32_t index;
+    bool picked, previous;
+  };
+  std::vector<Diagnosed> diagnosis_;  // scratch of Diagnose
+  std::optional<MaskDiagnostic> diagnostic_;
   bool compressed_ = false;
   bool observed_ = false;
 };

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,9 @@ struct SparsifierOptions {
   float weight = 1.0f;
   // Seeds Rand-k's choices and the selector's sampling (which never changes a result).
   uint64_t seed = 0;
+  // Compute the MaskDiagnostic every round (O(k); never changes a mask or a value). Off only to
+  // measure what it costs (regtopk-bench).
+  bool mask_diagnostic = true;
 
   // InvalidArgument naming the bad field.
   absl::Status Validate() const;
@@ -71,6 +75,21 @@ struct SparsifierState {
   std::vector<float> prev_aggregate;   // RegTop-k: g_prev on s_prev
   bool compressed = false, observed = false;  // RegTop-k: where in the round it stands
   uint64_t rng_state = 0;                     // Rand-k's generator
+};
+
+// How one round's mask relates to plain Top-k's mask (top k of |a| = |g + e|, ties to the lower
+// index), the question a user choosing between Top-k and RegTop-k needs answered: RegTop-k only
+// lowers the scores of last round's picks, so its mask can differ from Top-k's only where Top-k
+// would pick one of last round's entries again.
+struct MaskDiagnostic {
+  size_t k = 0;
+  // Of this round's k picks, how many plain Top-k would not have made (0 for Top-k itself).
+  size_t not_topk = 0;
+  // Of plain Top-k's k picks this round, how many were also sent last round: the only picks
+  // RegTop-k can change.
+  size_t topk_repeats = 0;
+  double not_topk_fraction() const { return k ? static_cast<double>(not_topk) / k : 0.0; }
+  double topk_repeat_fraction() const { return k ? static_cast<double>(topk_repeats) / k : 0.0; }
 };
 
 class Sparsifier {
@@ -93,6 +112,12 @@ class Sparsifier {
   virtual size_t k() const = 0;
   // The error-feedback buffer e (length dim()), or an empty span for kDense, which keeps none.
   virtual absl::Span<const float> error() const = 0;
+  // The last Compress's MaskDiagnostic, computed exactly from k-sized lists (O(k) per round, no
+  // second pass over d). Top-k and RegTop-k only; nullopt for dense and Rand-k, before the
+  // first Compress, and for Top-k in the first round after ImportState (its state carries no
+  // previous mask). RegTop-k's is exact whenever tanh(|1 + Q| / mu) rounds to 1 in float
+  // (mu < ~1e7): then its unregularised scores order entries exactly as |a| does.
+  virtual std::optional<MaskDiagnostic> last_diagnostic() const { return std::nullopt; }
 
   virtual SparsifierState ExportState() const = 0;
   // INVALID_ARGUMENT (state unchanged) if `state` does not fit this sparsifier's options.

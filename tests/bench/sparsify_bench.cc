@@ -1,5 +1,8 @@
 // regtopk-bench: one worker's sparsification step at ResNet-18 size (d = 11.2 M), one thread.
 //   BM_RegTopK_Ours / BM_TopK_Ours   the common/ sparsifiers (Compress + ObserveAggregate)
+//   BM_DiagnosticCost                RegTop-k steps with and without the mask diagnostic,
+//                                    interleaved: the "ratio" counter is their time ratio,
+//                                    measured in the same run
 //   BM_RegTopK_Torch                 the same RegTop-k step written the obvious way in LibTorch
 //                                    ops with torch::topk
 //   BM_Floor                         one streaming pass a = g + e over the same buffers
@@ -8,6 +11,8 @@
 #include <ATen/Parallel.h>
 #include <benchmark/benchmark.h>
 
+#include <chrono>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -34,8 +39,9 @@ const std::vector<std::vector<float>>& Gradients() {
 
 double Density(const benchmark::State& state) { return state.range(0) / 1e6; }
 
-void RunOurs(benchmark::State& state, Algorithm algorithm) {
+void RunOurs(benchmark::State& state, Algorithm algorithm, bool diagnostic = true) {
   SparsifierOptions o;
+  o.mask_diagnostic = diagnostic;
   o.algorithm = algorithm;
   o.dim = kDim;
   o.density = Density(state);
@@ -56,6 +62,43 @@ void RunOurs(benchmark::State& state, Algorithm algorithm) {
 }
 
 void BM_RegTopK_Ours(benchmark::State& state) { RunOurs(state, Algorithm::kRegTopK); }
+// Two RegTop-k sparsifiers on the same gradients, one computing the diagnostic, stepped in
+// turn so that both see the same machine load; reports each one's mean step and the ratio.
+void BM_DiagnosticCost(benchmark::State& state) {
+  std::unique_ptr<Sparsifier> s[2];
+  for (int with = 0; with < 2; ++with) {
+    SparsifierOptions o;
+    o.algorithm = Algorithm::kRegTopK;
+    o.dim = kDim;
+    o.density = Density(state);
+    o.mu = 5.0;
+    o.weight = 0.25f;
+    o.mask_diagnostic = with == 1;
+    s[with] = *CreateSparsifier(o);
+  }
+  const auto& grads = Gradients();
+  SparseVector out;
+  double seconds[2] = {0, 0};
+  size_t i = 0;
+  for (auto _ : state) {
+    const auto& g = grads[i++ % grads.size()];
+    double step = 0;
+    for (int with = 0; with < 2; ++with) {
+      const auto t0 = std::chrono::steady_clock::now();
+      if (!s[with]->Compress(g, &out).ok()) state.SkipWithError("compress");
+      for (float& v : out.values) v *= 0.25f;
+      if (!s[with]->ObserveAggregate(out).ok()) state.SkipWithError("observe");
+      const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      seconds[with] += dt;
+      step += dt;
+    }
+    state.SetIterationTime(step);
+  }
+  const double n = static_cast<double>(state.iterations());
+  state.counters["without_ms"] = 1e3 * seconds[0] / n;
+  state.counters["with_ms"] = 1e3 * seconds[1] / n;
+  state.counters["ratio"] = seconds[1] / seconds[0];
+}
 void BM_TopK_Ours(benchmark::State& state) { RunOurs(state, Algorithm::kTopK); }
 
 void BM_RegTopK_Torch(benchmark::State& state) {
@@ -111,6 +154,12 @@ BENCHMARK(BM_RegTopK_Ours)
     ->ArgName("density_ppm")
     ->Arg(1000)
     ->Arg(10000)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_DiagnosticCost)
+    ->ArgName("density_ppm")
+    ->Arg(1000)
+    ->Arg(10000)
+    ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_TopK_Ours)
     ->ArgName("density_ppm")
