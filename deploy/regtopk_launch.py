@@ -102,6 +102,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[ServerFlag]]:
     wrk.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
     wrk.add_argument("--partition", default="iid", help="iid, dirichlet:ALPHA or quantity[:RATIO]")
     wrk.add_argument("--batch-size", type=int, default=64)
+    wrk.add_argument("--local-steps", type=int, default=1,
+                     help="mini-batches per round: L-1 local SGD steps, then the L-th gradient is sent "
+                          "(the RegTop-k authors' loop)")
     wrk.add_argument("--eval-every", type=int, default=100)
     wrk.add_argument("--max-eval-examples", type=int, default=0)
     wrk.add_argument("--device", default="auto")
@@ -227,7 +230,7 @@ class Job:
         argv = [self.worker_bin, f"--server={self.address}", f"--worker-id={w}",
                 f"--model={a.model}", f"--dataset={dataset}", f"--data-dir={a.data_dir}",
                 f"--partition={a.partition}", f"--batch-size={a.batch_size}",
-                f"--device={a.device}", f"--eval-every={a.eval_every}",
+                f"--local-steps={a.local_steps}", f"--device={a.device}", f"--eval-every={a.eval_every}",
                 f"--max-eval-examples={a.max_eval_examples}", f"--seed={a.seed}",
                 f"--metrics={os.path.join(a.output, f'worker_{w}.jsonl')}"]
         argv.append(f"--job-secret-file={a.job_secret_file}")
@@ -476,6 +479,7 @@ def write_summary(job: Job, elapsed: float) -> None:
     total: Callable[[str], int] = lambda key: sum(sum(x[key] for x in f.rounds()) for f in followers)
     sent, received, dense = total("bytes_pushed"), total("bytes_received"), total("dense_bytes")
     mean: Callable[[str], float] = lambda key: sum(x[key] for x in rows0) / max(1, len(rows0))
+    mask = mask_summary(followers)
     summary = {
         "algorithm": args.algorithm or "regtopk", "density": float(args.density), "workers": args.workers,
         "rounds": len(rows0), "seconds": elapsed,
@@ -489,6 +493,7 @@ def write_summary(job: Job, elapsed: float) -> None:
         "restarts": {p.name: p.restarts for p in job.processes if p.restarts},
         "total_restarts": sum(p.restarts for p in job.processes),
         "rollbacks": sum(sum(1 for x in f.rows if "rollback_to" in x) for f in followers),
+        "mask_diagnostic": mask,
     }
     with open(job.output("summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
@@ -508,12 +513,54 @@ def write_summary(job: Job, elapsed: float) -> None:
     if sent:
         print(f"sent upstream: {sent / 1e6:.2f} MB vs {dense / 1e6:.1f} MB dense ({dense / sent:.1f}x smaller); "
               f"received: {received / 1e6:.2f} MB ({dense / received:.1f}x smaller than dense)")
+    if mask:
+        print(describe_mask(mask, args.algorithm or "regtopk"))
     if summary["total_restarts"]:
         print(f"restarts: {summary['total_restarts']} ({', '.join(f'{k}: {v}' for k, v in summary['restarts'].items())}); "
               f"worker rollbacks to a committed checkpoint: {summary['rollbacks']}")
     print(f"metrics: {args.output}/worker_*.jsonl, summary: {args.output}/summary.json")
     for p in plots:
         print(f"plot: {p}")
+
+
+def mask_summary(followers: list[Follower]) -> Optional[dict]:
+    """The mask diagnostic over all workers: the mean fraction of picks plain Top-k would not
+    have made ("not_topk") and of Top-k's picks that repeat last round's ("topk_repeat"), over
+    the whole run, its first 10 % of rounds and its second half. None without a diagnostic
+    (dense, Rand-k)."""
+    per_round: dict[int, list[tuple[float, float]]] = {}
+    for f in followers:
+        for x in f.rounds():
+            if "not_topk" in x:
+                per_round.setdefault(x["round"], []).append((x["not_topk"], x["topk_repeat"]))
+    if not per_round:
+        return None
+    rounds = sorted(per_round)
+
+    def window(lo: float, hi: float) -> dict:
+        first = int(lo * len(rounds))
+        picked = rounds[first:max(int(hi * len(rounds)), first + 1)]
+        values = [v for r in picked for v in per_round[r]]
+        return {"rounds": [picked[0] + 1, picked[-1] + 1],
+                "not_topk": sum(v[0] for v in values) / len(values),
+                "topk_repeat": sum(v[1] for v in values) / len(values)}
+
+    return {"all": window(0.0, 1.0), "first_10pct": window(0.0, 0.1), "second_half": window(0.5, 1.0)}
+
+
+def describe_mask(mask: dict, algorithm: str) -> str:
+    """One line a user choosing between Top-k and RegTop-k can act on."""
+    late = mask["second_half"]
+    pct = lambda x: f"{100 * x:.3g}%"
+    if algorithm == "topk":
+        return (f"mask diagnostic: {pct(mask['all']['topk_repeat'])} of Top-k's picks repeated last round's "
+                f"({pct(late['topk_repeat'])} in the second half); RegTop-k can change only those picks")
+    line = (f"mask diagnostic: {pct(mask['all']['not_topk'])} of the picks differed from plain Top-k's "
+            f"(first 10%: {pct(mask['first_10pct']['not_topk'])}, second half: {pct(late['not_topk'])}); "
+            f"Top-k's picks repeating last round's: {pct(mask['all']['topk_repeat'])}")
+    if late["not_topk"] < 1e-3:
+        line += " -- in the second half RegTop-k picked as Top-k would"
+    return line
 
 
 def make_plots(args: argparse.Namespace, followers: list[Follower]) -> list[str]:
@@ -561,6 +608,25 @@ def make_plots(args: argparse.Namespace, followers: list[Follower]) -> list[str]
     path = os.path.join(args.output, "bytes.png")
     fig.savefig(path, dpi=110)
     out.append(path)
+
+    # The mask diagnostic, worker 0, averaged over windows of ~1 % of the run.
+    diag = [x for x in rows0 if "not_topk" in x]
+    if diag:
+        w = max(1, len(diag) // 100)
+        xs = [diag[i]["round"] + 1 for i in range(0, len(diag), w)]
+        avg = lambda key: [100 * sum(x[key] for x in diag[i:i + w]) / len(diag[i:i + w])
+                           for i in range(0, len(diag), w)]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(xs, avg("topk_repeat"), label="Top-k's picks that repeat last round's")
+        if args.algorithm != "topk":
+            ax.plot(xs, avg("not_topk"), label="picks plain Top-k would not make")
+        ax.set_xlabel("round")
+        ax.set_ylabel(f"% of k (worker 0, mean over {w} rounds)")
+        ax.legend()
+        fig.tight_layout()
+        path = os.path.join(args.output, "mask_diagnostic.png")
+        fig.savefig(path, dpi=110)
+        out.append(path)
     return out
 
 

@@ -81,6 +81,8 @@ def main():
     ap.add_argument("--train-data", default="", help="PATH.npz with x and y instead of Fashion-MNIST")
     ap.add_argument("--test-data", default="")
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--local-steps", type=int, default=1,
+                    help="mini-batches per round: L-1 local SGD steps, then the L-th gradient is sent")
     ap.add_argument("--max-eval-examples", type=int, default=0)
     ap.add_argument("--state-dir", default="")
     ap.add_argument("--save-model", default="", help="torch.save the state_dict here at the end")
@@ -122,11 +124,19 @@ def main():
                                   num_samples=len(train), state_dir=a.state_dir, **security)
     sent = 0
     loss = torch.tensor(float("nan"))
+    local = 0
     while not opt.finished:
         for xb, yb in loader:
             opt.zero_grad()
             loss = loss_fn(model(xb), yb)
             loss.backward()
+            # The authors' loop: L - 1 local steps on this worker's copy, then the L-th
+            # mini-batch's gradient is the round's (step() resets the model to the replica).
+            local += 1
+            if local < a.local_steps:
+                opt.local_step()
+                continue
+            local = 0
             stats = opt.step()
             sent += stats["bytes_pushed"]
             if a.log_every and opt.round % a.log_every == 0:

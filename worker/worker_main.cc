@@ -35,6 +35,10 @@ ABSL_FLAG(std::string, partition, "iid",
           "how the training set is split across workers: iid, dirichlet:ALPHA (label skew) or "
           "quantity[:RATIO] (size skew, largest/smallest share)");
 ABSL_FLAG(int, batch_size, 64, "examples per local batch (synthetic data sets: full batch)");
+ABSL_FLAG(int, local_steps, 1,
+          "mini-batches per round, the RegTop-k authors' loop: L-1 local SGD steps at the job's "
+          "learning rate, then the gradient of the L-th mini-batch is sent; the model is reset to "
+          "the replica after each round");
 ABSL_FLAG(std::string, device, "auto", "auto (CUDA when available), cpu or cuda");
 ABSL_FLAG(int, eval_every, 50, "evaluate on the test set every N rounds (and at the end)");
 ABSL_FLAG(std::string, evaluate, "auto", "evaluate on the test set: auto (worker 0 only), yes, no");
@@ -100,6 +104,8 @@ int main(int argc, char** argv) {
   o.data_dir = absl::GetFlag(FLAGS_data_dir);
   o.partition = absl::GetFlag(FLAGS_partition);
   o.batch_size = absl::GetFlag(FLAGS_batch_size);
+  o.local_steps = absl::GetFlag(FLAGS_local_steps);
+  if (o.local_steps < 1) regtopk::FlagErrorExit(kProgram, "--local-steps must be >= 1");
   o.device = absl::GetFlag(FLAGS_device);
   o.eval_every = absl::GetFlag(FLAGS_eval_every);
   const std::string evaluate = absl::GetFlag(FLAGS_evaluate);

@@ -158,6 +158,10 @@ class Session {
     d["resynced"] = s.resynced;
     d["rolled_back"] = s.rolled_back;
     d["saved_state"] = s.saved_state;
+    // The mask diagnostic (Top-k and RegTop-k; None otherwise): the fraction of this round's
+    // picks plain Top-k would not have made, and of Top-k's picks that repeat last round's.
+    d["not_topk"] = s.mask ? py::object(py::float_(s.mask->not_topk_fraction())) : py::none();
+    d["topk_repeat"] = s.mask ? py::object(py::float_(s.mask->topk_repeat_fraction())) : py::none();
     return d;
   }
 
@@ -178,6 +182,10 @@ class Session {
   uint64_t rollbacks() const { return session_->rollbacks(); }
   float weight() const { return session_->weight(); }
   py::dict config() const { return ConfigDict(session_->config()); }
+  // The job's learning rate for the round this worker computes next (the schedule applied).
+  double learning_rate() const {
+    return session_->config().optimizer.LearningRate(session_->round());
+  }
 
  private:
   std::unique_ptr<ServerClient> client_;
@@ -264,7 +272,8 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("resyncs", &Session::resyncs)
       .def_property_readonly("rollbacks", &Session::rollbacks)
       .def_property_readonly("weight", &Session::weight)
-      .def_property_readonly("config", &Session::config);
+      .def_property_readonly("config", &Session::config)
+      .def_property_readonly("learning_rate", &Session::learning_rate);
   m.def("probe", &Probe, py::arg("server"), py::arg("worker_id"), py::arg("dim"),
         py::arg("layout"), py::arg("rpc_timeout") = 30.0, py::arg("reconnect_timeout") = 300.0,
         py::arg("security") = Security{},

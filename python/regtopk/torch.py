@@ -19,6 +19,7 @@ Parameters live on any device; the exchange goes through a flat float32 CPU buff
 from __future__ import annotations
 
 import warnings
+from typing import Optional
 
 import torch
 
@@ -28,9 +29,10 @@ __all__ = ["DistributedOptimizer", "job_config", "layout_of"]
 
 
 def layout_of(model: torch.nn.Module) -> str:
-    """The layout string the server's layout digest covers ("name:AxB;" per parameter), the
-    same as the C++ worker's for a module with the same parameters."""
-    return "".join(f"{n}:{'x'.join(str(s) for s in p.shape)};" for n, p in model.named_parameters())
+    """The layout string the server's layout digest covers ("name:AxB;" per trained parameter,
+    frozen ones left out), the same as the C++ worker's for a module with the same parameters."""
+    return "".join(f"{n}:{'x'.join(str(s) for s in p.shape)};"
+                   for n, p in model.named_parameters() if p.requires_grad)
 
 
 def _security(tls_ca="", tls_cert="", tls_key="", tls_server_name="", job_secret_file=""):
@@ -66,9 +68,11 @@ class DistributedOptimizer:
                  reconnect_timeout: float = 300.0, tls_ca: str = "", tls_cert: str = "",
                  tls_key: str = "", tls_server_name: str = "", job_secret_file: str = ""):
         self.model = model
-        self._params = [p for _, p in model.named_parameters()]
+        # Frozen parameters (requires_grad=False) stay out of the flat vector, as in the C++
+        # worker: never sent, never updated.
+        self._params = [p for _, p in model.named_parameters() if p.requires_grad]
         if not self._params:
-            raise ValueError("the model has no parameters")
+            raise ValueError("the model has no parameters to train")
         for n, p in model.named_parameters():
             if p.dtype != torch.float32:
                 raise ValueError(f"parameter {n} is {p.dtype}; regtopk trains float32 parameters")
@@ -128,6 +132,23 @@ class DistributedOptimizer:
                 p.grad = None
             else:
                 p.grad.zero_()
+
+    def local_step(self, lr: Optional[float] = None) -> None:
+        """One local SGD step on this worker's copy, nothing sent: p -= lr * p.grad, at the job's
+        learning rate for this round unless `lr` is given. The authors' loop ("local steps"):
+        call it after each of L - 1 mini-batches, then step() sends the gradient of the L-th,
+        computed at the locally updated point; step() then resets the model to the replica, so
+        replicas stay identical to the server whatever the local steps did.
+
+            for s in range(L):
+                opt.zero_grad(); loss_fn(model(x[s]), y[s]).backward()
+                opt.local_step() if s < L - 1 else opt.step()
+        """
+        rate = self._session.learning_rate if lr is None else float(lr)
+        with torch.no_grad():
+            for p in self._params:
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=-rate)
 
     def step(self, closure=None) -> dict:
         """One round: push this worker's gradient, apply the aggregate. Returns the round's

@@ -9,7 +9,10 @@ workers on .npz files that this test writes from Fashion-MNIST with NumPy. Then:
   - parameters are identical in both workers' saved models, BatchNorm statistics are each
     worker's own (the documented behaviour: buffers stay local);
   - a malformed or mismatched .npz and a TorchScript file that does not load each fail with a
-    message that names the file.
+    message that names the file;
+  - fine-tuning: the file's weights are where training starts, frozen parameters
+    (requires_grad=False) stay out of the flat vector and come back unchanged, and the authors'
+    loop (--local-steps) keeps the replicas identical.
 Usage: own_model_test.py BIN_DIR
 """
 import gzip
@@ -182,6 +185,44 @@ def main():
     check(list(got) == list(want) and all(torch.equal(got[k], want[k]) for k in want),
           "after a SIGKILL and restart, worker 0's saved model (BatchNorm statistics included) "
           "equals the uninterrupted run's")
+
+    # Fine-tuning: a "pretrained" module (weights set here, carried by the TorchScript file)
+    # with its first convolution frozen (requires_grad=False), trained with the authors' loop
+    # (--local-steps=3). The frozen weights stay out of the flat vector (the pushes' dense size
+    # says so), come back unchanged in the saved model, and training starts from the file's
+    # weights: they move by far less than the distance to another initialisation.
+    torch.manual_seed(1)
+    pretrained = SmallCnn()
+    pretrained.conv1.weight.requires_grad_(False)
+    pretrained.conv1.bias.requires_grad_(False)
+    tuned_path = os.path.join(TMP, "pretrained.pt")
+    torch.jit.script(pretrained).save(tuned_path)
+    trained_dim = sum(p.numel() for p in pretrained.parameters() if p.requires_grad)
+    # A small learning rate (the later flag wins), so that the start stays recognisable.
+    srv, addr = start_server(2, 20, ["--lr=0.0005"])
+    out = [os.path.join(TMP, f"tuned_{w}.pt") for w in range(2)]
+    tuned_metrics = [os.path.join(TMP, f"tuned_w{w}.jsonl") for w in range(2)]
+    ps = [worker(addr, w, f"--model={tuned_path}", f"--train-data={data['train']}",
+                 f"--save-model={out[w]}", f"--metrics={tuned_metrics[w]}", "--evaluate=no",
+                 "--local-steps=3") for w in range(2)]
+    for w, p in enumerate(ps):
+        _, err = p.communicate(timeout=600)
+        check(p.returncode == 0, f"fine-tuning: worker {w} finished ({err.strip()[-200:]!r})")
+    srv.wait(timeout=60)
+    tuned_finals = [final_line(m) for m in tuned_metrics]
+    check(tuned_finals[0]["dense_bytes"] == 4 * trained_dim,
+          f"frozen parameters stay out of the flat vector ({trained_dim} trained entries)")
+    check(tuned_finals[0]["param_digest"] == tuned_finals[1]["param_digest"],
+          "fine-tuning with local steps: both replicas end identical")
+    tuned = torch.load(out[0])
+    start = pretrained.state_dict()
+    check(torch.equal(tuned["conv1.weight"], start["conv1.weight"]) and
+          torch.equal(tuned["conv1.bias"], start["conv1.bias"]),
+          "the frozen convolution is saved, unchanged")
+    moved = (tuned["fc.weight"] - start["fc.weight"]).norm().item()
+    other = (SmallCnn().state_dict()["fc.weight"] - start["fc.weight"]).norm().item()
+    check(0 < moved < other / 5,
+          f"training started from the file's weights (moved {moved:.3f}, another init is {other:.3f} away)")
 
     # Bad input: each fails before joining, naming the file.
     bad = os.path.join(TMP, "bad.npz")

@@ -54,14 +54,15 @@ def run_all(procs):
     return outs
 
 
-def linreg_digests():
+def linreg_digests(local_steps=1):
     job = ["--workers=2", "--rounds=60", "--algorithm=regtopk", "--density=0.1", "--mu=2",
            "--lr=0.01", "--momentum=0.5", "--digest-every=5"]
     srv, address = server(*job)
-    metrics = [os.path.join(TMP, f"cpp{w}.jsonl") for w in range(2)]
+    metrics = [os.path.join(TMP, f"cpp{w}_L{local_steps}.jsonl") for w in range(2)]
     cpp = [subprocess.Popen([os.path.join(BIN, "regtopk-worker"), f"--server={address}",
                              f"--worker-id={w}", "--model=linear", "--dataset=linreg",
-                             "--log-every=0", f"--metrics={metrics[w]}"],
+                             "--log-every=0", f"--metrics={metrics[w]}",
+                             f"--local-steps={local_steps}"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
            for w in range(2)]
     run_all(cpp)
@@ -70,7 +71,7 @@ def linreg_digests():
 
     srv, address = server(*job)
     py = [subprocess.Popen([sys.executable, EXAMPLE, f"--server={address}", f"--worker-id={w}",
-                            "--dataset=linreg", "--log-every=0"],
+                            "--dataset=linreg", "--log-every=0", f"--local-steps={local_steps}"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
           for w in range(2)]
     summaries = [json.loads(o.strip().splitlines()[-1]) for o in run_all(py)]
@@ -127,6 +128,12 @@ def main():
     check([s["param_digest"] for s in py] == cpp,
           f"the Python workers end with the C++ workers' digest ({py[0]['param_digest']})")
     check(all(s["rounds"] == 60 and s["resyncs"] == 0 for s in py), "60 rounds, no resync")
+    # The authors' loop (--local-steps=3; DistributedOptimizer.local_step in Python): the same
+    # computation in both, and a different one from a single step per round.
+    cpp3, py3 = linreg_digests(local_steps=3)
+    check([s["param_digest"] for s in py3] == cpp3,
+          f"with 3 local steps, Python's local_step() and the C++ worker's loop agree ({cpp3[0]})")
+    check(cpp3[0] != cpp[0], "local steps change the training")
 
     srv, address = server("--workers=2", "--rounds=120", "--algorithm=regtopk", "--density=0.05",
                           "--lr=0.05", "--momentum=0.9")

@@ -43,11 +43,8 @@ class ScriptedModel final : public TrainableModel {
   explicit ScriptedModel(torch::jit::Module m) : m_(std::move(m)) {
     has_loss_ = m_.find_method("loss").has_value();
   }
-  NamedTensors Parameters() override {
-    NamedTensors out;
-    for (const auto& p : m_.named_parameters(/*recurse=*/true)) out.emplace_back(p.name, p.value);
-    return out;
-  }
+  NamedTensors Parameters() override { return Named(/*trained=*/true); }
+  NamedTensors FrozenParameters() override { return Named(/*trained=*/false); }
   NamedTensors Buffers() override {
     NamedTensors out;
     for (const auto& b : m_.named_buffers(/*recurse=*/true)) out.emplace_back(b.name, b.value);
@@ -62,6 +59,14 @@ class ScriptedModel final : public TrainableModel {
   void To(torch::Device device) override { m_.to(device); }
 
  private:
+  NamedTensors Named(bool trained) {
+    NamedTensors out;
+    for (const auto& p : m_.named_parameters(/*recurse=*/true)) {
+      if (p.value.requires_grad() == trained) out.emplace_back(p.name, p.value);
+    }
+    return out;
+  }
+
   torch::jit::Module m_;
   bool has_loss_ = false;
 };
@@ -91,7 +96,8 @@ absl::StatusOr<std::unique_ptr<TrainableModel>> CreateTrainableModel(
     auto model = std::make_unique<ScriptedModel>(std::move(m));
     if (model->Parameters().empty()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("--model: TorchScript module '", name, "' has no parameters to train"));
+          absl::StrCat("--model: TorchScript module '", name, "' has no parameters to train",
+                       model->FrozenParameters().empty() ? "" : " (all are requires_grad=False)"));
     }
     for (const auto& [pname, p] : model->Parameters()) {
       if (p.scalar_type() != torch::kFloat) {
@@ -155,6 +161,13 @@ void CopyGradientsTo(TrainableModel& model, absl::Span<float> flat) {
   }
 }
 
+void LocalSgdStep(TrainableModel& model, double lr) {
+  torch::NoGradGuard no_grad;
+  for (auto& [name, p] : model.Parameters()) {
+    if (p.grad().defined()) p.add_(p.grad(), -lr);
+  }
+}
+
 std::string SerializeBuffers(TrainableModel& model) {
   std::string out;
   for (const auto& [name, b] : model.Buffers()) {
@@ -186,6 +199,9 @@ absl::Status RestoreBuffers(TrainableModel& model, absl::string_view bytes) {
 absl::Status SaveStateDict(TrainableModel& model, const std::string& path) {
   c10::Dict<std::string, torch::Tensor> dict;
   for (const auto& [name, t] : model.Parameters()) dict.insert(name, t.detach().to(torch::kCPU));
+  for (const auto& [name, t] : model.FrozenParameters()) {
+    dict.insert(name, t.detach().to(torch::kCPU));
+  }
   for (const auto& [name, t] : model.Buffers()) dict.insert(name, t.detach().to(torch::kCPU));
   std::vector<char> bytes;
   try {

@@ -23,8 +23,12 @@ using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
 class TrainableModel {
  public:
   virtual ~TrainableModel() = default;
-  // In a fixed order: parameters as named_parameters() lists them; buffers likewise.
+  // In a fixed order: the trained parameters as named_parameters() lists them (for a TorchScript
+  // module, those with requires_grad: frozen ones stay out of the flat vector); buffers likewise.
   virtual NamedTensors Parameters() = 0;
+  // Parameters a TorchScript module froze (requires_grad=False): never sent, never updated, and
+  // saved with the model. Every worker loads them from the same file.
+  virtual NamedTensors FrozenParameters() { return {}; }
   virtual NamedTensors Buffers() = 0;
   virtual torch::Tensor Forward(const torch::Tensor& x) = 0;
   // The module's own loss(output, target), when it defines one.
@@ -49,6 +53,9 @@ absl::Status CopyParametersTo(TrainableModel& model, absl::Span<float> flat);
 void CopyParametersFrom(TrainableModel& model, absl::Span<const float> flat);
 // The parameters' gradients, flat; zeros for a parameter without one.
 void CopyGradientsTo(TrainableModel& model, absl::Span<float> flat);
+// p -= lr * p.grad for every trained parameter with a gradient: one local step of the
+// --local-steps loop, on the worker's own copy.
+void LocalSgdStep(TrainableModel& model, double lr);
 
 // The buffers' raw bytes, in Buffers() order (for the worker's saved state), and back: the
 // restore is INVALID_ARGUMENT unless the bytes have exactly the buffers' sizes.

@@ -331,25 +331,36 @@ absl::Status RunWorker(const TrainerOptions& o) {
     uint64_t bytes_pushed_total = 0;
     BatchOrder batches(o.seed, o.worker_id, local_n, o.batch_size);
     model->SetTraining(true);
+    const uint64_t local_steps = static_cast<uint64_t>(o.local_steps);
     while (!session->finished()) {
       const absl::Time t0 = absl::Now();
-      torch::Tensor x = train_x, y = train_y;
-      if (!data.full_batch) {
-        torch::Tensor idx = torch::from_blob(const_cast<int64_t*>(batches.Rows(session->round())),
-                                             {batches.batch()}, torch::kLong);
-        x = train_x.index_select(0, idx);
-        y = train_y.index_select(0, idx);
-      }
-      x = x.to(device);
-      y = y.to(device);
       if (session->config().IsCheckpointRound(session->round()) && !o.state_dir.empty()) {
         buffers_before_round = SerializeBuffers(*model);
       }
-      for (auto& [name, p] : model->Parameters()) p.mutable_grad() = torch::Tensor();
-      torch::Tensor loss = loss_of(model->Forward(x), y);
-      loss.backward();
+      // Mini-batch s of round r is the batch order's step r * L + s: a function of the round
+      // alone, so a resumed or rolled-back worker sees the same batches.
+      double train_loss = 0;
+      for (uint64_t s = 0; s < local_steps; ++s) {
+        torch::Tensor x = train_x, y = train_y;
+        if (!data.full_batch) {
+          torch::Tensor idx = torch::from_blob(
+              const_cast<int64_t*>(batches.Rows(session->round() * local_steps + s)),
+              {batches.batch()}, torch::kLong);
+          x = train_x.index_select(0, idx);
+          y = train_y.index_select(0, idx);
+        }
+        x = x.to(device);
+        y = y.to(device);
+        for (auto& [name, p] : model->Parameters()) p.mutable_grad() = torch::Tensor();
+        torch::Tensor loss = loss_of(model->Forward(x), y);
+        loss.backward();
+        if (s + 1 < local_steps) {
+          LocalSgdStep(*model, session->config().optimizer.LearningRate(session->round()));
+        } else {
+          train_loss = ToFloat(loss);
+        }
+      }
       CopyGradientsTo(*model, absl::MakeSpan(grad));
-      const double train_loss = ToFloat(loss);
       const absl::Time t1 = absl::Now();
       REGTOPK_ASSIGN_OR_RETURN(StepStats stats, session->Step(grad));
       const absl::Time t2 = absl::Now();
@@ -378,6 +389,11 @@ absl::Status RunWorker(const TrainerOptions& o) {
           stats.round, o.worker_id, train_loss, stats.bytes_pushed, stats.bytes_received, 4 * dim,
           stats.entries_sent, compute_seconds, stats.compress_seconds, stats.communicate_seconds,
           stats.wait_seconds, stats.apply_seconds);
+      if (stats.mask) {
+        absl::StrAppendFormat(&line, ",\"not_topk\":%.6g,\"topk_repeat\":%.6g",
+                              stats.mask->not_topk_fraction(),
+                              stats.mask->topk_repeat_fraction());
+      }
       prometheus.RecordRound(stats, compute_seconds, train_loss, dim);
       if (data.problem) {
         absl::StrAppendFormat(&line, ",\"%s\":%.9g", data.problem->metric_name(),

@@ -33,6 +33,11 @@ struct TrainerOptions {
   // iid, dirichlet:ALPHA, quantity[:RATIO] (ignored by the synthetic data sets).
   std::string partition = "iid";
   int batch_size = 64;           // ignored by the synthetic data sets (full batch)
+  // The authors' loop: L - 1 local SGD steps (the job's learning rate for the round) on
+  // successive mini-batches, then the gradient of the L-th mini-batch, taken at the locally
+  // updated point, is what the round sends. The model is reset to the replica after the round,
+  // so replicas stay identical to the server. 1 = one mini-batch per round.
+  int local_steps = 1;
   std::string device = "auto";   // auto, cpu, cuda
   int eval_every = 50;           // rounds between evaluations; 0 = only at the end
   bool evaluate = false;         // evaluate on the test set (worker 0 by default in main)
