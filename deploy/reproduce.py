@@ -5,6 +5,8 @@
     deploy/reproduce.py linreg    # simulator sweeps + S = 0.6 through the real system
     deploy/reproduce.py fmnist    # Fashion-MNIST, 8 workers, 3 skews x 2 densities x 3 methods x 3 seeds
     deploy/reproduce.py downlink  # Fashion-MNIST, the compressed downlink at N = 8 and 16
+    deploy/reproduce.py finetune  # a pretrained CNN fine-tuned under label skew, 1 and 40 local steps
+    deploy/reproduce.py mechanism # the mask diagnostic: when RegTop-k picks differently from Top-k
     deploy/reproduce.py all
 
 Needs a build (deploy/build.sh). Writes docs/figures/*.png and the raw results as
@@ -190,7 +192,8 @@ def linreg():
 
 def fmnist():
     p = plt()
-    partitions = ["dirichlet:0.1", "dirichlet:0.5", "iid"]
+    # quantity: the paper's size skew (shares from 1 to 10x, labels iid).
+    partitions = ["quantity", "dirichlet:0.1", "dirichlet:0.5", "iid"]
     densities = [0.001, 0.01]
     seeds = [1, 2, 3]
     rounds = 1000
@@ -212,15 +215,19 @@ def fmnist():
                                rounds=rounds, batch_size=64, eval_every=100, seed=seed)
         results[key] = {"rounds": [r["round"] + 1 for r in rows if "test_accuracy" in r],
                         "accuracy": [r["test_accuracy"] for r in rows if "test_accuracy" in r],
-                        "upstream_compression": summary["upstream_compression"]}
+                        "upstream_compression": summary["upstream_compression"],
+                        "mask": summary.get("mask_diagnostic")}
         json.dump(results, open(results_path, "w"))
         print(f"  {key}: {100 * results[key]['accuracy'][-1]:.2f}%", file=sys.stderr, flush=True)
 
     def final(part, algo, dens):
-        accs = [100 * results[f"{part}|{algo}|{dens}|{s}"]["accuracy"][-1] for s in seeds]
+        # The mean of the last 3 evaluations (rounds 800, 900, 1000): under strong skew a single
+        # evaluation swings by several points.
+        accs = [100 * statistics.mean(results[f"{part}|{algo}|{dens}|{s}"]["accuracy"][-3:]) for s in seeds]
         return statistics.mean(accs), (max(accs) - min(accs)) / 2
 
-    print(f"\n### Fashion-MNIST, MLP, N = 8, {rounds} rounds: final test accuracy (%), mean ± half-range over seeds {seeds}\n")
+    print(f"\n### Fashion-MNIST, MLP, N = 8, {rounds} rounds: test accuracy (%), mean of the last 3 evaluations, "
+          f"mean ± half-range over seeds {seeds}\n")
     print("| partition | dense | Top-k 0.1 % | RegTop-k 0.1 % | Top-k 1 % | RegTop-k 1 % |")
     print("|---|---|---|---|---|---|")
     for part in partitions:
@@ -232,7 +239,7 @@ def fmnist():
     comp = {d: statistics.mean(results[f"{part}|regtopk|{d}|{s}"]["upstream_compression"] for part in partitions for s in seeds) for d in densities}
     print("\nupstream bytes, dense / RegTop-k: " + ", ".join(f"{100 * d:g} %: {c:.0f}x" for d, c in comp.items()))
 
-    fig, axes = p.subplots(len(densities), len(partitions), figsize=(14, 7.5), sharey=True)
+    fig, axes = p.subplots(len(densities), len(partitions), figsize=(18, 7.5), sharey=True)
     for i, dens in enumerate(densities):
         for j, part in enumerate(partitions):
             ax = axes[i][j]
@@ -297,12 +304,207 @@ def downlink():
                   f"1 : {recv / sent:.1f} | {all(r['replicas_equal'] for r in rs)} |")
 
 
+def mechanism():
+    """The mask diagnostic, every worker, every round, of RegTop-k runs in each regime studied:
+    how often RegTop-k's picks differ from plain Top-k's, and how often Top-k would repeat last
+    round's picks (the only picks RegTop-k can change), over windows of the run."""
+    cases = [
+        ("toy (2 workers, k = 1 of 2)", dict(workers=2, dataset="toy", model="logistic", density=0.5,
+                                             mu=1, lr=0.9, rounds=150)),
+        ("linear regression, N = 20, S = 0.6", dict(workers=20, dataset="linreg", model="linear",
+                                                    density=0.6, mu=4, lr=0.01, rounds=2500, eval_every=0)),
+        ("linear regression, N = 20, S = 0.1", dict(workers=20, dataset="linreg", model="linear",
+                                                    density=0.1, mu=4, lr=0.01, rounds=2500, eval_every=0)),
+        ("Fashion-MNIST MLP, N = 8, Dirichlet 0.1, 0.1 %", dict(workers=8, dataset="fashion-mnist", model="mlp",
+                                                               partition="dirichlet:0.1", density=0.001, mu=5,
+                                                               lr=0.1, rounds=1000, eval_every=0)),
+        ("Fashion-MNIST MLP, N = 8, Dirichlet 0.1, 1 %", dict(workers=8, dataset="fashion-mnist", model="mlp",
+                                                             partition="dirichlet:0.1", density=0.01, mu=5,
+                                                             lr=0.1, rounds=1000, eval_every=0)),
+    ]
+    results_path = os.path.join(FIG, "mechanism.json")
+    results = json.load(open(results_path)) if os.path.exists(results_path) else {}
+    for name, flags in cases:
+        for algo in ("topk", "regtopk"):
+            key = f"{name}|{algo}"
+            if key in results:
+                continue
+            tag = "mech_" + "".join(c if c.isalnum() else "_" for c in key)
+            launch(tag, algorithm=algo, **flags)
+            out = os.path.join(WORK, tag)
+            per_round = {}
+            for w in range(flags["workers"]):
+                for r in read_jsonl(os.path.join(out, f"worker_{w}.jsonl")):
+                    if "not_topk" in r:
+                        per_round.setdefault(r["round"], []).append((r["not_topk"], r["topk_repeat"]))
+            rounds = sorted(per_round)
+            results[key] = {"not_topk": [statistics.mean(v[0] for v in per_round[r]) for r in rounds],
+                            "topk_repeat": [statistics.mean(v[1] for v in per_round[r]) for r in rounds]}
+            json.dump(results, open(results_path, "w"))
+            print(f"  {key}: done", file=sys.stderr, flush=True)
+
+    def window(series, lo, hi):
+        part = series[int(lo * len(series)):max(int(hi * len(series)), int(lo * len(series)) + 1)]
+        return 100 * statistics.mean(part)
+
+    print("\n### When RegTop-k picks differently from Top-k: mean over workers and rounds (%)\n")
+    print("| regime | Top-k: picks repeating last round's, first 10 % / rest | RegTop-k: picks Top-k would not make, first 10 % / rest | RegTop-k: Top-k's picks repeating, rest |")
+    print("|---|---|---|---|")
+    for name, _ in cases:
+        top, reg = results[f"{name}|topk"], results[f"{name}|regtopk"]
+        print(f"| {name} | {window(top['topk_repeat'], 0, 0.1):.3g} / {window(top['topk_repeat'], 0.1, 1):.3g} | "
+              f"{window(reg['not_topk'], 0, 0.1):.3g} / {window(reg['not_topk'], 0.1, 1):.3g} | "
+              f"{window(reg['topk_repeat'], 0.1, 1):.3g} |")
+
+
+def finetune_inputs():
+    """A CNN pretrained densely (Adam, 2 epochs, in-process with python3-torch) on classes 0-4 of
+    Fashion-MNIST, its head replaced by a fresh 10-class one, saved as TorchScript; and the
+    whole data set as .npz, normalised as in pretraining. Deterministic; cached in WORK."""
+    import gzip
+    import numpy as np
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    paths = {k: os.path.join(WORK, f"finetune_{k}") for k in ("model.pt", "train.npz", "test.npz")}
+    if all(os.path.exists(p) for p in paths.values()):
+        return paths
+
+    def load(prefix):
+        d = "/usr/share/datasets/fashion-mnist"
+        with gzip.open(os.path.join(d, f"{prefix}-images-idx3-ubyte.gz")) as f:
+            x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)
+        with gzip.open(os.path.join(d, f"{prefix}-labels-idx1-ubyte.gz")) as f:
+            y = np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64)
+        return ((x.astype(np.float32) / 255.0) - 0.2860) / 0.3530, y
+
+    class Cnn(nn.Module):
+        def __init__(self, classes: int):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
+            self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+            self.fc1 = nn.Linear(64 * 7 * 7, 128)
+            self.head = nn.Linear(128, classes)
+
+        def forward(self, x):
+            x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+            x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+            return self.head(F.relu(self.fc1(x.flatten(1))))
+
+    x, y = load("train")
+    tx, ty = load("t10k")
+    torch.manual_seed(0)
+    model = Cnn(5)
+    half = y < 5
+    xs, ys = torch.from_numpy(x[half]), torch.from_numpy(y[half])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    for epoch in range(2):
+        order = torch.randperm(len(xs), generator=g)
+        for i in range(0, len(xs) - 63, 64):
+            b = order[i:i + 64]
+            opt.zero_grad()
+            F.cross_entropy(model(xs[b]), ys[b]).backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        th = torch.from_numpy(ty < 5)
+        acc = (model(torch.from_numpy(tx)[th]).argmax(1) == torch.from_numpy(ty)[th]).double().mean().item()
+    print(f"  pretrained on classes 0-4: {100 * acc:.2f}% on their test images", file=sys.stderr)
+    tuned = Cnn(10)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
+    tuned.load_state_dict(state, strict=False)  # a fresh 10-class head (seeded above)
+    torch.jit.script(tuned).save(paths["model.pt"])
+    np.savez(paths["train.npz"], x=x, y=y)
+    np.savez(paths["test.npz"], x=tx[:5000], y=ty[:5000])
+    return paths
+
+
+def finetune():
+    """Fine-tuning through the real system, the regime closest to the authors' CIFAR-10 one
+    that runs here: a pretrained CNN, all parameters trained, 4 workers under strong label skew
+    (Dirichlet 0.1), Top-k and RegTop-k at 0.1 % and 0.01 % and dense, 3 seeds, with one
+    mini-batch per round and with the authors' 40 local steps per round."""
+    p = plt()
+    inputs = finetune_inputs()
+    seeds = [1, 2, 3]
+    densities = [0.001, 0.0001]
+    regimes = {1: dict(rounds=400, eval_every=40), 40: dict(rounds=60, eval_every=6)}
+    results_path = os.path.join(FIG, "finetune.json")
+    results = json.load(open(results_path)) if os.path.exists(results_path) else {}
+    methods = [("dense", 1.0)] + [(a, d) for d in densities for a in ("topk", "regtopk")]
+    for steps, regime in regimes.items():
+        for algo, dens in methods:
+            for seed in seeds:
+                key = f"{steps}|{algo}|{dens}|{seed}"
+                if key in results:
+                    continue  # resumable: results are deterministic for a seed
+                rows, summary = launch(f"ft_{steps}_{algo}_{dens}_{seed}", workers=4,
+                                       model=inputs["model.pt"], train_data=inputs["train.npz"],
+                                       test_data=inputs["test.npz"], partition="dirichlet:0.1",
+                                       algorithm=algo, density=dens, mu=5, lr=0.01, momentum=0.9,
+                                       batch_size=32, local_steps=steps, seed=seed, **regime)
+                ev = [r for r in rows if "test_accuracy" in r]
+                results[key] = {"rounds": [r["round"] + 1 for r in ev],
+                                "accuracy": [r["test_accuracy"] for r in ev],
+                                "mask": summary.get("mask_diagnostic"),
+                                "upstream_compression": summary["upstream_compression"]}
+                json.dump(results, open(results_path, "w"))
+                print(f"  {key}: {100 * ev[-1]['test_accuracy']:.2f}%", file=sys.stderr, flush=True)
+
+    def cell(steps, algo, dens):
+        tails = [100 * statistics.mean(results[f"{steps}|{algo}|{dens}|{s}"]["accuracy"][-3:]) for s in seeds]
+        return statistics.mean(tails), (max(tails) - min(tails)) / 2
+
+    def diag(steps, algo, dens, what, window="all"):
+        return statistics.mean(results[f"{steps}|{algo}|{dens}|{s}"]["mask"][window][what] for s in seeds)
+
+    print(f"\n### Fine-tuning a pretrained CNN, Fashion-MNIST, 4 workers, Dirichlet 0.1: test accuracy (%), "
+          f"mean of the last 3 evaluations, mean ± half-range over seeds {seeds}\n")
+    print("| local steps | rounds | dense | " + " | ".join(f"{n} {100 * d:g} %" for d in densities for n in ("Top-k", "RegTop-k")) + " |")
+    print("|---|---|---|" + "---|" * (2 * len(densities)))
+    for steps, regime in regimes.items():
+        cells = ["%.2f ± %.2f" % cell(steps, "dense", 1.0)]
+        cells += ["%.2f ± %.2f" % cell(steps, a, d) for d in densities for a in ("topk", "regtopk")]
+        print(f"| {steps} | {regime['rounds']} | " + " | ".join(cells) + " |")
+    print("\n### The mask diagnostic in those runs (mean over workers, rounds and seeds)\n")
+    print("| local steps | density | Top-k: picks repeating last round's | RegTop-k: picks Top-k would not make, all rounds | first 10 % | second half | RegTop-k: Top-k's picks repeating |")
+    print("|---|---|---|---|---|---|---|")
+    for steps in regimes:
+        for d in densities:
+            print(f"| {steps} | {100 * d:g} % | {100 * diag(steps, 'topk', d, 'topk_repeat'):.3g} % | "
+                  f"{100 * diag(steps, 'regtopk', d, 'not_topk'):.3g} % | "
+                  f"{100 * diag(steps, 'regtopk', d, 'not_topk', 'first_10pct'):.3g} % | "
+                  f"{100 * diag(steps, 'regtopk', d, 'not_topk', 'second_half'):.3g} % | "
+                  f"{100 * diag(steps, 'regtopk', d, 'topk_repeat'):.3g} % |")
+
+    fig, axes = p.subplots(len(regimes), len(densities), figsize=(11, 7.5), sharey=True)
+    for i, steps in enumerate(regimes):
+        for j, dens in enumerate(densities):
+            ax = axes[i][j]
+            for algo, d, style in (("dense", 1.0, "k-"), ("topk", dens, "C0-"), ("regtopk", dens, "C3-")):
+                runs = [results[f"{steps}|{algo}|{d}|{s}"] for s in seeds]
+                xs = runs[0]["rounds"]
+                ys = [[100 * a for a in r["accuracy"]] for r in runs]
+                ax.plot(xs, [statistics.mean(v) for v in zip(*ys)], style,
+                        label={"dense": "dense", "topk": "Top-k", "regtopk": "RegTop-k"}[algo])
+                ax.fill_between(xs, [min(v) for v in zip(*ys)], [max(v) for v in zip(*ys)], color=style[:-1], alpha=0.15)
+            ax.set_title(f"{steps} local step(s) per round, density {100 * dens:g} %")
+            ax.set_xlabel("round")
+            if j == 0:
+                ax.set_ylabel("test accuracy (%)")
+    axes[0][0].legend()
+    save(fig, "finetune_accuracy.png")
+
+
 if __name__ == "__main__":
     os.makedirs(FIG, exist_ok=True)
     os.makedirs(WORK, exist_ok=True)
     what = sys.argv[1] if len(sys.argv) > 1 else "all"
     steps = {"toy": [toy], "linreg": [linreg], "fmnist": [fmnist], "downlink": [downlink],
-             "all": [toy, linreg, fmnist, downlink]}
+             "finetune": [finetune], "mechanism": [mechanism],
+             "all": [toy, linreg, fmnist, downlink, mechanism, finetune]}
     if what not in steps:
         sys.exit(__doc__)
     for step in steps[what]:
