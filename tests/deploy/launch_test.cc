@@ -153,6 +153,31 @@ TEST(Launch, ForwardsEveryServerFlag) {
   EXPECT_EQ(Lines(dir + "/worker_0.jsonl").size(), 4u);                  // --rounds=4
 }
 
+// The mask diagnostic where it is known exactly: the paper's toy (2 workers, k = 1 of 2). Both
+// workers send coordinate 0 in round 0 and the aggregate cancels it; RegTop-k then demotes it and
+// sends coordinate 1 (which plain Top-k would not), and the round after, with coordinate 1 the
+// previous pick, sends coordinate 0 again as Top-k would. So every odd round differs from Top-k
+// and repeats Top-k's pick of the round before, every even round does neither: exactly half.
+TEST(Launch, MaskDiagnosticOfTheToyIsExactlyHalf) {
+  const std::string dir = NewTempDir("regtopk_launch_toy");
+  Subprocess launch(kLaunch, {"--workers=2", "--dataset=toy", "--model=logistic",
+                              "--algorithm=regtopk", "--density=0.5", "--mu=1", "--lr=0.9",
+                              "--rounds=20", "--no-plots", "--output=" + dir});
+  ASSERT_EQ(launch.Wait(), 0) << launch.stdout_text() << launch.stderr_text();
+  for (int w = 0; w < 2; ++w) {
+    const auto lines = Lines(absl::StrCat(dir, "/worker_", w, ".jsonl"));
+    ASSERT_EQ(lines.size(), 20u);
+    for (size_t r = 0; r < lines.size(); ++r) {
+      const std::string odd = r % 2 ? "1" : "0";
+      EXPECT_THAT(lines[r], HasSubstr(absl::StrCat("\"not_topk\":", odd, ",\"topk_repeat\":", odd)))
+          << "worker " << w << " round " << r;
+    }
+  }
+  EXPECT_THAT(launch.stdout_text(),
+              HasSubstr("mask diagnostic: 50% of the picks differed from plain Top-k's"));
+  EXPECT_THAT(Slurp(dir + "/summary.json"), HasSubstr("\"not_topk\": 0.5"));
+}
+
 // A server that never prints its address does not hang the launcher.
 TEST(Launch, GivesUpOnAServerThatNeverStarts) {
   const std::string bin = NewTempDir("regtopk_launch_bin");

@@ -124,6 +124,15 @@ TEST(WorkerMain, MetricsEndpointCountsRounds) {
   EXPECT_GT(later, first);
   EXPECT_GT(scrape("regtopk_worker_pushed_bytes_total"), 0);
   EXPECT_GT(scrape("regtopk_worker_upstream_compression_ratio"), 1);
+  // The mask diagnostic: a Top-k worker's picks are Top-k's by definition (none differ); some of
+  // them repeat the round before's, never more than were picked.
+  const double picks = scrape("regtopk_worker_mask_picks_total");
+  EXPECT_GE(picks, 50);  // k = 50 per round
+  EXPECT_EQ(scrape("regtopk_worker_not_topk_picks_total"), 0);
+  const double repeats = scrape("regtopk_worker_topk_repeat_picks_total");
+  EXPECT_GE(repeats, 0);
+  EXPECT_LE(repeats, picks);
+  EXPECT_GE(scrape("regtopk_worker_topk_repeat_fraction"), 0);
   server.Signal(SIGTERM);
   EXPECT_EQ(server.Wait(), 0);
   // Its push in flight is refused; the worker waits for the server to come back, and when it
