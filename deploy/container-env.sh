@@ -57,7 +57,7 @@ container_base_image() {
     return 0
   fi
   # The name changes with the recipe, so that a changed recipe is rebuilt.
-  local tarball="$container_cache/debian12-minbase-slim2.tar"
+  local tarball="$container_cache/debian12-minbase-slim3.tar"
   if [ ! -s "$tarball" ]; then
     local root mirror
     root="$(mktemp -d)"
@@ -83,6 +83,8 @@ SLIM
            "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/lintian/*
     # Images get their sources from the same mirror as this host.
     echo "deb $mirror bookworm main" > "$root/etc/apt/sources.list"
+    # mktemp made the root 0700: as the image's / it would lock every non-root user out.
+    chmod 755 "$root"
     tar -C "$root" -cf "$tarball.part" . && mv "$tarball.part" "$tarball"
     rm -rf "$root"
   fi
