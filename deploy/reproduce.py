@@ -430,9 +430,9 @@ def finetune():
     inputs = finetune_inputs()
     seeds = [1, 2, 3]
     densities = [0.001, 0.0001]
-    # 40 local steps see 40x the mini-batches per round: 25 rounds are 1000 mini-batches per
-    # worker (~2 epochs of its share), 300 single-step rounds are 300.
-    regimes = {1: dict(rounds=300, eval_every=30), 40: dict(rounds=25, eval_every=5)}
+    # 40 local steps see 40x the mini-batches per round: 15 rounds are 600 mini-batches per
+    # worker (~1.3 epochs of its share), 300 single-step rounds are 300.
+    regimes = {1: dict(rounds=300, eval_every=30), 40: dict(rounds=15, eval_every=3)}
     results_path = os.path.join(FIG, "finetune.json")
     results = json.load(open(results_path)) if os.path.exists(results_path) else {}
     methods = [("dense", 1.0)] + [(a, d) for d in densities for a in ("topk", "regtopk")]
