@@ -256,27 +256,24 @@ class TopKSparsifier final : public ErrorFeedbackSparsifier {
     selector_.Select(a, 1.0f, ScoreOverrides{}, k_, indices, block_max);
   }
   void AfterCompress(const SparseVector& sent) override {
-    // The mask is plain Top-k's by definition; what repeats is the diagnostic.
+    // The mask is plain Top-k's by definition; what repeats is the diagnostic. Before the first
+    // round prev_indices_ is empty (nothing repeats); after a restore it is unknown.
     if (!options_.mask_diagnostic) return;
-    if (has_prev_) {
-      diagnostic_ = MaskDiagnostic{k_, 0, CountCommon(sent.indices, prev_indices_)};
-    } else {
-      diagnostic_ = has_compressed_ ? std::nullopt : std::optional(MaskDiagnostic{k_, 0, 0});
-    }
+    diagnostic_.reset();
+    if (prev_known_) diagnostic_ = MaskDiagnostic{k_, 0, CountCommon(sent.indices, prev_indices_)};
     prev_indices_ = sent.indices;
-    has_prev_ = has_compressed_ = true;
+    prev_known_ = true;
   }
   void ImportExtra(const SparsifierState&) override {
     // The state carries no previous mask: the next round's repeats are unknown.
-    has_prev_ = false;
-    has_compressed_ = true;
+    prev_known_ = false;
     diagnostic_.reset();
   }
 
  private:
   TopKSelector selector_;
   std::vector<uint32_t> prev_indices_;
-  bool has_prev_ = false, has_compressed_ = false;
+  bool prev_known_ = true;
   std::optional<MaskDiagnostic> diagnostic_;
 };
 

@@ -108,8 +108,7 @@ for (const { doc, where, template } of podTemplates) {
         fail(cw, `envFrom names ConfigMap '${from.configMapRef.name}', which no manifest defines`);
       }
     }
-    // Every REGTOPK_* variable must be one the binary reads: $(VAR) references must be defined
-    // earlier in the list (Kubernetes expands only those).
+    // $(VAR) references must be defined earlier in the list (Kubernetes expands only those).
     const seen = new Set();
     for (const e of c.env || []) {
       for (const ref of (e.value || "").matchAll(/\$\(([A-Z0-9_]+)\)/g)) {
