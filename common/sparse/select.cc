@@ -5,6 +5,10 @@
 #include <cmath>
 #include <cstring>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "common/random/splitmix64.h"
 
 namespace regtopk {
@@ -13,23 +17,85 @@ namespace {
 // Below this many entries a sample does not pay: every position is a candidate.
 constexpr size_t kSmallDim = 1 << 14;
 constexpr size_t kMaxSample = 1 << 16;
-// Width of the blocks the filtering pass skips when their largest magnitude is below threshold.
 constexpr size_t kBlock = kSelectBlock;
-constexpr size_t kSubBlock = 16;
+// Buckets of Finish's score histogram.
+constexpr size_t kBuckets = 4096;
 
-// True if some MagnitudeBits(p[i]) >= bound (signed compares: both sides are >= 0).
-bool BlockMayReach(const float* p, size_t n, int32_t bound_bits) {
-  int32_t any = 0;
-  for (size_t i = 0; i < n; ++i) any |= static_cast<int32_t>(MagnitudeBits(p[i]) >= bound_bits);
-  return any != 0;
+// The strict total order of the selection: score descending, then index ascending.
+struct Better {
+  bool operator()(const ScoredEntry& x, const ScoredEntry& y) const {
+    return x.score > y.score || (x.score == y.score && x.index < y.index);
+  }
+};
+
+// Bit i set iff fl(|p[i]| * scale) >= threshold, for i < n <= 64: the exact test of a
+// candidate, four lanes at a time where SSE2 is there (IEEE single multiplies either way, so
+// the lanes and the scalar code agree bit for bit).
+uint64_t ReachMask(const float* p, size_t n, float scale, float threshold) {
+  uint64_t mask = 0;
+  size_t i = 0;
+#if defined(__SSE2__)
+  const __m128 magnitude = _mm_castsi128_ps(_mm_set1_epi32(0x7fffffff));
+  const __m128 vscale = _mm_set1_ps(scale), vthreshold = _mm_set1_ps(threshold);
+  for (; i + 4 <= n; i += 4) {
+    const __m128 score = _mm_mul_ps(_mm_and_ps(_mm_loadu_ps(p + i), magnitude), vscale);
+    mask |= static_cast<uint64_t>(_mm_movemask_ps(_mm_cmpge_ps(score, vthreshold))) << i;
+  }
+#endif
+  for (; i < n; ++i) mask |= static_cast<uint64_t>(std::fabs(p[i]) * scale >= threshold) << i;
+  return mask;
 }
 
 }  // namespace
+
+void CandidateList::Enlarge(size_t needed) {
+  const size_t capacity = std::max(needed, 2 * capacity_ + 1024);
+  std::unique_ptr<ScoredEntry[]> grown(new ScoredEntry[capacity]);  // left uninitialised
+  if (size_ > 0) std::memcpy(grown.get(), data_.get(), size_ * sizeof(ScoredEntry));
+  data_ = std::move(grown);
+  capacity_ = capacity;
+}
+
+int32_t ReachBound(float scale, float threshold) {
+  return MagnitudeBits(
+      static_cast<float>(static_cast<double>(threshold) / scale * (1.0 - 1e-6)));
+}
+
+void AppendReaching(const float* a, size_t begin, size_t end, const int32_t* block_max,
+                    float scale, float threshold, int32_t bound, CandidateList* out) {
+  for (size_t base = begin; base < end; base += kBlock) {
+    const size_t n = std::min(kBlock, end - base);
+    if (block_max != nullptr) {
+      if (block_max[base / kBlock] < bound) continue;
+    } else {
+      int32_t max_bits = 0;
+      for (size_t i = 0; i < n; ++i) max_bits = std::max(max_bits, MagnitudeBits(a[base + i]));
+      if (max_bits < bound) continue;
+    }
+    uint64_t mask = ReachMask(a + base, n, scale, threshold);
+    ScoredEntry* dst = out->Reserve(n);
+    size_t written = 0;
+    for (; mask != 0; mask &= mask - 1) {
+      const size_t j = base + static_cast<size_t>(__builtin_ctzll(mask));
+      dst[written++] = ScoredEntry{std::fabs(a[j]) * scale, a[j], static_cast<uint32_t>(j)};
+    }
+    out->Grow(written);
+  }
+}
+
+void AppendAll(const float* a, size_t begin, size_t end, float scale, CandidateList* out) {
+  ScoredEntry* dst = out->Reserve(end - begin);
+  for (size_t j = begin; j < end; ++j) {
+    dst[j - begin] = ScoredEntry{std::fabs(a[j]) * scale, a[j], static_cast<uint32_t>(j)};
+  }
+  out->Grow(end - begin);
+}
 
 TopKSelector::TopKSelector(uint64_t seed) : rng_state_(seed ^ 0x5eedf00dcafe1234ull) {}
 
 float TopKSelector::EstimateThreshold(absl::Span<const float> a, float scale, size_t k) {
   const size_t d = a.size();
+  if (d < kSmallDim || k >= d / 2) return 0.0f;
   const size_t m = std::min(kMaxSample, d / 4);
   const size_t stride = d / m;
   sample_.resize(m);
@@ -47,72 +113,162 @@ float TopKSelector::EstimateThreshold(absl::Span<const float> a, float scale, si
   return sample_[rank];
 }
 
-void TopKSelector::Filter(absl::Span<const float> a, float scale, ScoreOverrides overrides,
-                          float threshold, absl::Span<const int32_t> block_max) {
-  candidates_.clear();
-  const size_t d = a.size();
-  const float* p = a.data();
-  if (threshold <= 0.0f) {
-    // Every score is >= 0: everything is a candidate.
-    candidates_.resize(d);
-    for (size_t j = 0; j < d; ++j) {
-      candidates_[j] = Candidate{std::fabs(p[j]) * scale, static_cast<uint32_t>(j)};
+bool TopKSelector::Finish(absl::Span<const absl::Span<ScoredEntry>> parts, float scale,
+                          ScoreOverrides overrides, float threshold, size_t k,
+                          std::vector<uint32_t>* indices, std::vector<float>* values) {
+  assert(k >= 1);
+  assert(overrides.values.size() == overrides.indices.size());
+  if (!overrides.indices.empty() && !ApplyOverrides(parts, scale, overrides, threshold)) {
+    // Some override reaches the threshold where no plain score does: one merge walk (both
+    // lists are in index order) builds the list with every override in place.
+    MergeOverrides(parts, overrides, threshold);
+    merged_part_ = absl::MakeSpan(merged_);
+    parts = absl::MakeConstSpan(&merged_part_, 1);
+  }
+  // Entries whose score was overridden below the threshold are marked kDropped and skipped.
+  auto for_each = [&](auto&& fn) {
+    for (const auto& part : parts) {
+      for (const ScoredEntry& c : part) {
+        if (c.score >= threshold) fn(c);
+      }
     }
-  } else {
-    // fl(|a| * scale) >= threshold implies |a| >= threshold / scale / (1 + 2^-24), so a block
-    // with no |a| above a slightly lowered bound holds no candidate. That pre-test vectorises;
-    // the exact scalar test runs only in the rare blocks that pass it.
-    if (scale == 0.0f) {
-      candidates_.clear();  // every plain score is 0 < threshold
-    } else {
-      const float bound = static_cast<float>(static_cast<double>(threshold) / scale * (1.0 - 1e-6));
-      const int32_t bound_bits = MagnitudeBits(bound);
-      for (size_t base = 0, b = 0; base < d; base += kBlock, ++b) {
-        const size_t n = std::min(kBlock, d - base);
-        if (block_max.empty() ? !BlockMayReach(p + base, n, bound_bits)
-                              : block_max[b] < bound_bits) {
-          continue;
-        }
-        // At 1 % density about half the blocks hit; narrowing to sub-blocks keeps the scalar scan
-        // to the few entries near a candidate.
-        for (size_t sub = base; sub < base + n; sub += kSubBlock) {
-          const size_t sn = std::min(kSubBlock, base + n - sub);
-          if (!BlockMayReach(p + sub, sn, bound_bits)) continue;
-          // Branch-free append: write every entry, advance only past the hits.
-          size_t n_out = candidates_.size();
-          candidates_.resize(n_out + sn);
-          Candidate* dst = candidates_.data();
-          for (size_t j = sub; j < sub + sn; ++j) {
-            const float s = std::fabs(p[j]) * scale;
-            dst[n_out] = Candidate{s, static_cast<uint32_t>(j)};
-            n_out += static_cast<size_t>(s >= threshold);
-          }
-          candidates_.resize(n_out);
-        }
+  };
+  // A histogram of the candidates' score bits (monotone in the score) over two binades above
+  // the threshold (higher scores share the top bucket) narrows them to the bucket that holds
+  // the k-th best: only that bucket is ranked, however generous the threshold was. The same
+  // histogram gives next round's guess.
+  const int32_t lo = MagnitudeBits(threshold);
+  constexpr int kShift = 12;  // 4096 buckets of 2^12 ulps: 2^24 ulps are two binades
+  auto bucket_of = [&](const ScoredEntry& c) {
+    return std::min<size_t>(kBuckets - 1,
+                            static_cast<size_t>((MagnitudeBits(c.score) - lo) >> kShift));
+  };
+  histogram_.assign(kBuckets, 0);
+  size_t n = 0;
+  for_each([&](const ScoredEntry& c) {
+    ++histogram_[bucket_of(c)];
+    ++n;
+  });
+  stats_.candidates = n;
+  // Correctness of the shortcut: if at least k scores reach the threshold, the k-th largest
+  // score does too, so the whole top k (ties included) is among the candidates.
+  if (n < k) return false;
+  const size_t margin = k + k / 8 + static_cast<size_t>(4.0 * std::sqrt(static_cast<double>(k)));
+  size_t keep_bucket = 0, better = 0, above = 0;
+  bool kept = false;
+  suggested_ = 0.0f;
+  for (size_t b = kBuckets; b-- > 0;) {
+    if (!kept && above + histogram_[b] >= k) {
+      keep_bucket = b;
+      better = above;
+      kept = true;
+    }
+    above += histogram_[b];
+    if (above >= margin) {
+      const int32_t bucket_bits = lo + static_cast<int32_t>(b << kShift);
+      __builtin_memcpy(&suggested_, &bucket_bits, sizeof(suggested_));
+      break;
+    }
+  }
+  // Everything above the kept bucket is in the top k; the k-th best is the (k - better)-th
+  // best of the kept bucket alone.
+  ranked_.clear();
+  for_each([&](const ScoredEntry& c) {
+    if (bucket_of(c) == keep_bucket) ranked_.push_back(c);
+  });
+  assert(better < k && better + ranked_.size() >= k);
+  const size_t rank = k - 1 - better;
+  std::nth_element(ranked_.begin(), ranked_.begin() + rank, ranked_.end(), Better());
+  const ScoredEntry pivot = ranked_[rank];
+  pivot_score_ = pivot.score;
+  if (suggested_ == 0.0f && threshold > 0.0f) {
+    // Fewer than `margin` reached the threshold: extend the tail's count below it as a power
+    // law through (threshold, n) and (pivot, k), within [threshold / 2, threshold].
+    suggested_ = 0.8f * threshold;
+    const double ratio = static_cast<double>(pivot.score) / threshold;
+    if (n > k && ratio > 1.0) {
+      const double alpha = std::log(static_cast<double>(n) / k) / std::log(ratio);
+      const double guess = threshold * std::pow(static_cast<double>(n) / margin, 1.0 / alpha);
+      suggested_ = static_cast<float>(std::clamp(guess, 0.5 * threshold, 1.0 * threshold));
+    }
+  }
+  // Keep everything at least as good as the pivot from the index-ordered list: sorted output,
+  // no sort.
+  indices->resize(k);
+  values->resize(k);
+  size_t out = 0;
+  for (const auto& part : parts) {
+    for (const ScoredEntry& c : part) {
+      if (!Better()(pivot, c)) {
+        (*indices)[out] = c.index;
+        (*values)[out++] = c.value;
       }
     }
   }
-  if (overrides.indices.empty()) return;
-  // Candidates are in index order, as are the overrides: one merge walk replaces the overridden
-  // positions' plain scores by their real ones (dropping those below the threshold) and keeps
-  // the list in index order, which lets Select skip a final sort.
-  merged_.clear();
+  assert(out == k);
+  return true;
+}
+
+bool TopKSelector::ApplyOverrides(absl::Span<const absl::Span<ScoredEntry>> parts, float scale,
+                                  ScoreOverrides overrides, float threshold) {
+  // An override matters only where its position is a candidate (its plain score reached the
+  // threshold; its entry then takes the override's score, or is dropped below the threshold)
+  // or where its own score reaches the threshold. Usually that is a few of the k: a sent
+  // entry's error is zeroed, so its next a is one round's gradient.
+  live_.clear();
+  for (size_t o = 0; o < overrides.indices.size(); ++o) {
+    if (overrides.scores[o] >= threshold ||
+        std::fabs(overrides.values[o]) * scale >= threshold) {
+      live_.push_back(o);
+    }
+  }
+  if (live_.size() > 64 + overrides.indices.size() / 16) return false;  // the merge is cheaper
+  for (size_t o : live_) {
+    const uint32_t j = overrides.indices[o];
+    ScoredEntry* found = nullptr;
+    for (const auto& part : parts) {
+      if (part.empty() || part.back().index < j) continue;
+      auto it = std::lower_bound(part.begin(), part.end(), j,
+                                 [](const ScoredEntry& c, uint32_t x) { return c.index < x; });
+      if (it != part.end() && it->index == j) found = &*it;
+      break;
+    }
+    if (found == nullptr) {
+      if (overrides.scores[o] >= threshold) return false;  // would need inserting
+      continue;
+    }
+    found->score = overrides.scores[o] >= threshold ? overrides.scores[o] : kDropped;
+  }
+  return true;
+}
+
+void TopKSelector::MergeOverrides(absl::Span<const absl::Span<ScoredEntry>> parts,
+                                  ScoreOverrides overrides, float threshold) {
+  size_t total = overrides.indices.size();
+  for (const auto& part : parts) total += part.size();
+  merged_.resize(total);
+  ScoredEntry* dst = merged_.data();
+  size_t m = 0;
   size_t o = 0;
   const size_t no = overrides.indices.size();
   auto emit_overrides_below = [&](uint64_t limit) {
     for (; o < no && overrides.indices[o] < limit; ++o) {
-      if (overrides.scores[o] >= threshold) {
-        merged_.push_back(Candidate{overrides.scores[o], overrides.indices[o]});
-      }
+      dst[m] = ScoredEntry{overrides.scores[o], overrides.values[o], overrides.indices[o]};
+      m += static_cast<size_t>(overrides.scores[o] >= threshold);
     }
   };
-  for (const Candidate& c : candidates_) {
-    emit_overrides_below(c.index);
-    if (o < no && overrides.indices[o] == c.index) continue;  // emitted on the next call
-    merged_.push_back(c);
+  for (const auto& part : parts) {
+    for (const ScoredEntry& c : part) {
+      if (c.score < threshold) continue;  // dropped by an earlier ApplyOverrides
+      if (o < no && overrides.indices[o] <= c.index) {
+        emit_overrides_below(c.index);
+        if (o < no && overrides.indices[o] == c.index) continue;  // emitted on the next call
+      }
+      dst[m++] = c;
+    }
   }
   emit_overrides_below(uint64_t{1} << 32);
-  candidates_.swap(merged_);
+  merged_.resize(m);
 }
 
 void TopKSelector::Select(absl::Span<const float> a, float scale, ScoreOverrides overrides,
@@ -121,39 +277,32 @@ void TopKSelector::Select(absl::Span<const float> a, float scale, ScoreOverrides
   assert(k >= 1 && k <= a.size());
   assert(block_max.empty() || block_max.size() == (a.size() + kBlock - 1) / kBlock);
   const size_t d = a.size();
-  stats_ = SelectStats();
-  float threshold = 0.0f;
-  if (d >= kSmallDim && k < d / 2) threshold = EstimateThreshold(a, scale, k);
+  if (overrides.values.empty() && !overrides.indices.empty()) {
+    override_values_.resize(overrides.indices.size());
+    for (size_t i = 0; i < overrides.indices.size(); ++i) {
+      override_values_[i] = a[overrides.indices[i]];
+    }
+    overrides.values = override_values_;
+  }
+  float threshold = EstimateThreshold(a, scale, k);
+  int passes = 0;
   while (true) {
-    Filter(a, scale, overrides, threshold, block_max);
-    ++stats_.passes;
-    // Correctness of the shortcut: if at least k scores reach the threshold, the k-th largest
-    // score does too, so the whole top-k (ties included) is among the candidates.
-    if (candidates_.size() >= k || threshold <= 0.0f) break;
+    candidates_.clear();
+    if (threshold <= 0.0f) {
+      AppendAll(a.data(), 0, d, scale, &candidates_);  // every score is >= 0
+    } else if (scale > 0.0f) {  // else every plain score is 0 < threshold
+      AppendReaching(a.data(), 0, d, block_max.empty() ? nullptr : block_max.data(), scale,
+                     threshold, ReachBound(scale, threshold), &candidates_);
+    }
+    ++passes;
+    const absl::Span<ScoredEntry> part = candidates_.mutable_span();
+    if (Finish(absl::MakeConstSpan(&part, 1), scale, overrides, threshold, k, out, &select_values_)) break;
     // Missed (the sample was unlucky or the scores are heavy-tailed): retry lower. Halving the
     // threshold converges quickly; once it is tiny take everything.
     threshold = threshold * 0.5f;
     if (threshold < 1e-30f) threshold = 0.0f;
   }
-  stats_.candidates = candidates_.size();
-  out->resize(k);
-  if (candidates_.size() == k) {
-    for (size_t i = 0; i < k; ++i) (*out)[i] = candidates_[i].index;
-    return;
-  }
-  // Find the k-th best candidate (score desc, index asc: a strict total order) on a copy, then
-  // keep everything at least as good from the index-ordered list: sorted output, no sort.
-  auto better = [](const Candidate& x, const Candidate& y) {
-    return x.score > y.score || (x.score == y.score && x.index < y.index);
-  };
-  merged_.assign(candidates_.begin(), candidates_.end());
-  std::nth_element(merged_.begin(), merged_.begin() + (k - 1), merged_.end(), better);
-  const Candidate pivot = merged_[k - 1];
-  size_t n = 0;
-  for (const Candidate& c : candidates_) {
-    if (!better(pivot, c)) (*out)[n++] = c.index;
-  }
-  assert(n == k);
+  stats_.passes = passes;
 }
 
 }  // namespace regtopk

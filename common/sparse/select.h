@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "absl/types/span.h"
@@ -22,11 +23,13 @@ namespace regtopk {
 struct ScoreOverrides {
   absl::Span<const uint32_t> indices;
   absl::Span<const float> scores;
+  // a at those positions, for the selected values; may be empty where the caller reads `a`.
+  absl::Span<const float> values = {};
 };
 
 struct SelectStats {
   size_t candidates = 0;  // candidates that entered the exact selection
-  int passes = 0;         // filtering passes (1 unless the estimate missed)
+  int passes = 0;         // filtering passes over the block maxima (0: candidates came ready)
 };
 
 // Width of the blocks whose largest magnitude a caller may precompute (see Select).
@@ -40,6 +43,52 @@ inline int32_t MagnitudeBits(float x) {
   __builtin_memcpy(&bits, &x, sizeof(bits));
   return bits & 0x7fffffff;
 }
+
+// One position that reached a threshold: its score, the signed value of a there, its index.
+struct ScoredEntry {
+  float score;
+  float value;
+  uint32_t index;
+};
+
+// A growable array of ScoredEntry that, unlike std::vector, never initialises the room it
+// makes: appending candidates is on the hot path of the sparsifier's pass.
+class CandidateList {
+ public:
+  void clear() { size_ = 0; }
+  size_t size() const { return size_; }
+  const ScoredEntry* data() const { return data_.get(); }
+  absl::Span<const ScoredEntry> span() const { return {data_.get(), size_}; }
+  absl::Span<ScoredEntry> mutable_span() { return {data_.get(), size_}; }
+  // Room for `extra` more entries: write them from the returned pointer, then Grow by the
+  // number written.
+  ScoredEntry* Reserve(size_t extra) {
+    if (size_ + extra > capacity_) Enlarge(size_ + extra);
+    return data_.get() + size_;
+  }
+  void Grow(size_t written) { size_ += written; }
+
+ private:
+  void Enlarge(size_t needed);
+
+  std::unique_ptr<ScoredEntry[]> data_;
+  size_t size_ = 0;
+  size_t capacity_ = 0;
+};
+
+// The block-maximum bound below which no entry can reach `threshold` (> 0) at `scale` (> 0):
+// fl(|a| * scale) >= threshold implies |a| >= threshold / scale / (1 + 2^-24), so a block whose
+// largest magnitude is below the slightly lowered bound holds no candidate.
+int32_t ReachBound(float scale, float threshold);
+
+// Appends to `out`, in index order, every j in [begin, end) with fl(|a[j]| * scale) >= threshold
+// (> 0), scanning only the kSelectBlock blocks whose maximum reaches `bound` = ReachBound(...).
+// `begin` is a multiple of kSelectBlock; `block_max` covers the whole of `a` from index 0 (or is
+// null: then each block's maximum is computed here).
+void AppendReaching(const float* a, size_t begin, size_t end, const int32_t* block_max,
+                    float scale, float threshold, int32_t bound, CandidateList* out);
+// Appends every j in [begin, end) with its plain score: the candidates at threshold 0.
+void AppendAll(const float* a, size_t begin, size_t end, float scale, CandidateList* out);
 
 class TopKSelector {
  public:
@@ -57,26 +106,55 @@ class TopKSelector {
   void Select(absl::Span<const float> a, float scale, ScoreOverrides overrides, size_t k,
               std::vector<uint32_t>* out, absl::Span<const int32_t> block_max = {});
 
-  // Statistics of the last Select call.
+  // The pieces Select is made of, for a caller that gathers candidates itself (the sparsifier,
+  // while it writes a, on several threads).
+  //
+  // A threshold estimated from a sample of `a`, aimed to leave a little over k candidates; 0
+  // where sampling does not pay (small a, or k >= a.size() / 2): then everything is a candidate.
+  float EstimateThreshold(absl::Span<const float> a, float scale, size_t k);
+  // `parts`, concatenated, must hold (in index order) every position whose plain score
+  // |a| * scale reaches `threshold`, and no other (all positions if threshold is 0). Applies
+  // the overrides (their own scores decide; `overrides.values` must be set), and if at least k
+  // candidates reach the threshold writes the exact top k (indices increasing, and the values
+  // of a there) and returns true; otherwise returns false and writes nothing. May rewrite the
+  // scores in `parts`. Also updates suggested_threshold() and pivot_score().
+  bool Finish(absl::Span<const absl::Span<ScoredEntry>> parts, float scale,
+              ScoreOverrides overrides, float threshold, size_t k,
+              std::vector<uint32_t>* indices, std::vector<float>* values);
+  // After a Finish that returned true: a threshold that would have left about
+  // k + k/8 + 4 sqrt(k) candidates in that round (a good guess for a similar next round), or
+  // 0 if there is none.
+  float suggested_threshold() const { return suggested_; }
+  // After a Finish that returned true: the k-th best score (at least the threshold).
+  float pivot_score() const { return pivot_score_; }
+
+  // Statistics of the last Select or Finish call.
   const SelectStats& last_stats() const { return stats_; }
+  SelectStats& mutable_stats() { return stats_; }
 
  private:
-  struct Candidate {
-    float score;
-    uint32_t index;
-  };
-
-  // Appends every non-override position with |a|*scale >= threshold and every override position
-  // with score >= threshold to candidates_.
-  void Filter(absl::Span<const float> a, float scale, ScoreOverrides overrides, float threshold,
-              absl::Span<const int32_t> block_max);
-  // The sampled score of rank `rank` (0 = largest) used as the next threshold.
-  float EstimateThreshold(absl::Span<const float> a, float scale, size_t k);
+  // The score that marks a candidate dropped by an override below the threshold.
+  static constexpr float kDropped = -1.0f;
+  // Rewrites in place the scores of the candidates at override positions. False (and nothing
+  // is settled) if an override would have to be inserted, or so many apply that a merge is
+  // cheaper: then MergeOverrides builds merged_.
+  bool ApplyOverrides(absl::Span<const absl::Span<ScoredEntry>> parts, float scale,
+                      ScoreOverrides overrides, float threshold);
+  void MergeOverrides(absl::Span<const absl::Span<ScoredEntry>> parts, ScoreOverrides overrides,
+                      float threshold);
 
   uint64_t rng_state_;
   std::vector<float> sample_;
-  std::vector<Candidate> candidates_;  // in index order after Filter
-  std::vector<Candidate> merged_;      // scratch
+  CandidateList candidates_;             // Select's own, in index order
+  std::vector<ScoredEntry> merged_;      // Finish: candidates with the overrides merged in
+  absl::Span<ScoredEntry> merged_part_;
+  std::vector<size_t> live_;             // ApplyOverrides: the overrides that matter
+  std::vector<ScoredEntry> ranked_;      // Finish: the best few, for nth_element
+  std::vector<uint32_t> histogram_;      // Finish: candidates per score bucket
+  std::vector<float> override_values_;   // Select: a at the overrides
+  std::vector<float> select_values_;     // Select: the values Finish writes
+  float suggested_ = 0.0f;
+  float pivot_score_ = 0.0f;
   SelectStats stats_;
 };
 

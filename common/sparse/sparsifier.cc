@@ -4,12 +4,18 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <new>
 #include <numeric>
 #include <utility>
 #include <vector>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
 #include "absl/strings/str_cat.h"
 #include "common/random/splitmix64.h"
+#include "common/parallel/task_pool.h"
 #include "common/sparse/select.h"
 
 namespace regtopk {
@@ -74,6 +80,10 @@ absl::Status SparsifierOptions::Validate() const {
   if (!(weight > 0.0f && weight <= 1.0f)) {
     return absl::InvalidArgumentError(absl::StrCat("weight must be in (0, 1], got ", weight));
   }
+  if (threads < 1 || threads > 256) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sparsifier threads must be in [1, 256], got ", threads));
+  }
   return absl::OkStatus();
 }
 
@@ -128,13 +138,142 @@ class DenseSparsifier final : public Sparsifier {
   const size_t dim_;
 };
 
+// Cache-line-aligned float storage for the pass's buffers: a 32-byte load from a buffer at
+// malloc's usual 16-byte offset straddles two cache lines every other time.
+template <typename T>
+struct CacheAlignedAllocator {
+  using value_type = T;
+  static constexpr std::align_val_t kAlign{64};
+  CacheAlignedAllocator() = default;
+  template <typename U>
+  CacheAlignedAllocator(const CacheAlignedAllocator<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), kAlign)); }
+  void deallocate(T* p, size_t) { ::operator delete(p, kAlign); }
+  template <typename U>
+  bool operator==(const CacheAlignedAllocator<U>&) const { return true; }
+  template <typename U>
+  bool operator!=(const CacheAlignedAllocator<U>&) const { return false; }
+};
+using CacheAlignedFloats = std::vector<float, CacheAlignedAllocator<float>>;
+
+// The pass's kernel over [begin, end) (begin a multiple of kSelectBlock): a = g + e, each
+// block's largest MagnitudeBits in block_max, and, if `masks` is set, for each block a bit per
+// entry whose MagnitudeBits reach `bound` (masks[0] for the first block). Returns nonzero if
+// some a is not finite (an integer test on the exponent bits, which catches a non-finite g and
+// an overflow of g + e alike). The flag, the maxima and the masks ride along in registers: the
+// memory traffic is that of a bare a = g + e.
+template <bool kMasks>
+int32_t AccumulatePortable(const float* g, const float* e, float* a, size_t begin, size_t end,
+                           int32_t* block_max, int32_t bound, uint64_t* masks) {
+  int32_t any_bad = 0;
+  for (size_t block = begin; block < end; block += kSelectBlock) {
+    const size_t block_end = std::min(end, block + kSelectBlock);
+    int32_t max_bits = 0;
+    for (size_t j = block; j < block_end; ++j) {
+      const float x = g[j] + e[j];
+      a[j] = x;
+      const int32_t m = MagnitudeBits(x);
+      any_bad |= static_cast<int32_t>(m >= 0x7f800000);
+      max_bits = std::max(max_bits, m);
+    }
+    block_max[block / kSelectBlock] = max_bits;
+    if (kMasks) {
+      uint64_t mask = 0;
+      if (max_bits >= bound) {
+        for (size_t j = block; j < block_end; ++j) {
+          mask |= static_cast<uint64_t>(MagnitudeBits(a[j]) >= bound) << (j - block);
+        }
+      }
+      masks[(block - begin) / kSelectBlock] = mask;
+    }
+  }
+  return any_bad;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// The same with AVX2 (chosen at run time where the CPU has it): the baseline SSE2 has neither
+// an integer max nor an 8-wide movemask, and emulating them costs more than the pass's loads.
+template <bool kMasks>
+__attribute__((target("avx2"))) int32_t AccumulateAvx2(const float* g, const float* e, float* a,
+                                                        size_t begin, size_t end,
+                                                        int32_t* block_max, int32_t bound,
+                                                        uint64_t* masks) {
+  const __m256i magnitude = _mm256_set1_epi32(0x7fffffff);
+  const __m256i largest_finite = _mm256_set1_epi32(0x7f7fffff);
+  const __m256i below_bound = _mm256_set1_epi32(bound - 1);
+  __m256i bad = _mm256_setzero_si256();
+  size_t block = begin;
+  for (; block + kSelectBlock <= end; block += kSelectBlock) {
+    __m256i max_bits = _mm256_setzero_si256();
+    uint64_t mask = 0;
+    for (size_t v = 0; v < kSelectBlock; v += 8) {
+      const __m256 x =
+          _mm256_add_ps(_mm256_loadu_ps(g + block + v), _mm256_loadu_ps(e + block + v));
+      _mm256_storeu_ps(a + block + v, x);
+      const __m256i m = _mm256_and_si256(_mm256_castps_si256(x), magnitude);
+      bad = _mm256_or_si256(bad, _mm256_cmpgt_epi32(m, largest_finite));
+      max_bits = _mm256_max_epi32(max_bits, m);
+      if (kMasks) {
+        const int hits = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(m, below_bound)));
+        mask |= static_cast<uint64_t>(static_cast<uint32_t>(hits)) << v;
+      }
+    }
+    __m128i h = _mm_max_epi32(_mm256_castsi256_si128(max_bits),
+                              _mm256_extracti128_si256(max_bits, 1));
+    h = _mm_max_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+    h = _mm_max_epi32(h, _mm_shuffle_epi32(h, 0xb1));
+    block_max[block / kSelectBlock] = _mm_cvtsi128_si32(h);
+    if (kMasks) masks[(block - begin) / kSelectBlock] = mask;
+  }
+  int32_t any_bad = _mm256_testz_si256(bad, bad) ? 0 : 1;
+  if (block < end) {  // a short last block
+    any_bad |= AccumulatePortable<kMasks>(g, e, a, block, end, block_max, bound,
+                                          kMasks ? masks + (block - begin) / kSelectBlock : nullptr);
+  }
+  return any_bad;
+}
+#endif
+
+int32_t AccumulateBlocks(const float* g, const float* e, float* a, size_t begin, size_t end,
+                         int32_t* block_max, int32_t bound, uint64_t* masks) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2) {
+    return masks != nullptr ? AccumulateAvx2<true>(g, e, a, begin, end, block_max, bound, masks)
+                            : AccumulateAvx2<false>(g, e, a, begin, end, block_max, bound, masks);
+  }
+#endif
+  return masks != nullptr
+             ? AccumulatePortable<true>(g, e, a, begin, end, block_max, bound, masks)
+             : AccumulatePortable<false>(g, e, a, begin, end, block_max, bound, masks);
+}
+
 // The error-feedback loop shared by Top-k, Rand-k and RegTop-k: a = g + e, pick k positions of
 // a (the subclass's rule), send a there, e = a with the sent entries zeroed.
+//
+// One pass over memory does nearly all the work, split into contiguous shares over the
+// options' threads and, within a share, into chunks small enough to stay in cache. For each
+// chunk it
+//   1. zeroes e at last round's sent positions (deferred from last round, where they would have
+//      been scattered writes into a cold 4·d-byte buffer),
+//   2. writes a = g + e, with each 64-entry block's largest magnitude and a finiteness flag
+//      riding along in registers,
+//   3. copies a at last round's sent positions (RegTop-k's regularised entries), and
+//   4. appends the entries whose score reaches a predicted threshold (last round's, adjusted;
+//      Top-k and RegTop-k) to the share's candidate list, while the chunk is still in cache.
+// The selection then needs no further pass over a unless the prediction left fewer than k
+// candidates (or far too many): then a sampled threshold and a filter over the block maxima
+// (also split over the threads) find them, as in the first round. Either way the candidates
+// hold every entry at or above the threshold, so the result is the same exact top k: the
+// threshold and the thread count change the speed, never a mask or a value.
 class ErrorFeedbackSparsifier : public Sparsifier {
  public:
   explicit ErrorFeedbackSparsifier(const SparsifierOptions& options)
       : options_(options),
         k_(options.k()),
+        selector_(options.seed),
+        pool_(options.threads),
+        lanes_(static_cast<size_t>(pool_.threads())),
         error_(options.dim, 0.0f),
         acc_(options.dim),
         block_max_((options.dim + kSelectBlock - 1) / kSelectBlock) {}
@@ -144,42 +283,28 @@ class ErrorFeedbackSparsifier : public Sparsifier {
     if (absl::Status s = CheckLength(gradient, d); !s.ok()) return s;
     if (absl::Status s = BeforeCompress(); !s.ok()) return s;
     // Accumulate into a scratch buffer, not into e: if a value turns out non-finite, e is left
-    // untouched. Testing a = g + e (an integer test on the exponent bits) catches a non-finite
-    // g and an overflow of g + e alike.
-    const float* g = gradient.data();
-    const float* e = error_.data();
-    float* a = acc_.data();
-    int32_t* block_max = block_max_.data();
-    constexpr size_t kChunk = 64 * kSelectBlock;
-    for (size_t base = 0; base < d; base += kChunk) {
-      const size_t chunk_end = std::min(d, base + kChunk);
-      int32_t any_bad = 0;
-      // Same memory traffic as a bare a = g + e; the finiteness flag and the per-block magnitude
-      // maxima (which spare the selector a pass over a) ride along in registers.
-      for (size_t block = base; block < chunk_end; block += kSelectBlock) {
-        const size_t block_end = std::min(chunk_end, block + kSelectBlock);
-        int32_t max_bits = 0;
-        for (size_t j = block; j < block_end; ++j) {
-          const float x = g[j] + e[j];
-          a[j] = x;
-          const int32_t m = MagnitudeBits(x);
-          any_bad |= static_cast<int32_t>(m >= 0x7f800000);
-          max_bits = std::max(max_bits, m);
-        }
-        block_max[block / kSelectBlock] = max_bits;
-      }
-      if (any_bad) {
-        const size_t pos = base + FindNonFinite(absl::MakeConstSpan(a + base, chunk_end - base));
-        return NonFiniteError(gradient, pos, !std::isfinite(g[pos]));
-      }
+    // untouched (apart from the deferred zeros, which it holds logically anyway). Testing
+    // a = g + e (an integer test on the exponent bits) catches a non-finite g and an overflow
+    // of g + e alike.
+    sent_a_.resize(sent_.size());
+    const float scale = PlainScale();
+    const float threshold = scale > 0.0f ? predicted_threshold_ : 0.0f;
+    pool_.Run([&](int t) { PassShare(gradient.data(), t, scale, threshold); });
+    size_t bad = d;
+    bool extracted = threshold > 0.0f;
+    for (const Lane& lane : lanes_) {
+      bad = std::min(bad, lane.bad);
+      extracted = extracted && !lane.overflow;
     }
-    Choose(acc_, block_max_, &out->indices);
-    out->values.resize(k_);
-    for (size_t i = 0; i < k_; ++i) out->values[i] = a[out->indices[i]];
-    // e = a with the sent entries zeroed; the old e becomes next round's scratch.
-    std::swap(error_, acc_);
-    for (uint32_t j : out->indices) error_[j] = 0.0f;
+    if (bad != d) return NonFiniteError(gradient, bad, !std::isfinite(gradient[bad]));
+    sent_zeroed_ = true;
+    Choose(extracted ? threshold : 0.0f, out);
     AfterCompress(*out);
+    // e = a with the sent entries zeroed; the old e becomes next round's scratch, and the zeros
+    // are written by the next pass (or by error() / ExportState, whichever comes first).
+    std::swap(error_, acc_);
+    sent_.assign(out->indices.begin(), out->indices.end());
+    sent_zeroed_ = false;
     return absl::OkStatus();
   }
 
@@ -187,11 +312,15 @@ class ErrorFeedbackSparsifier : public Sparsifier {
   Algorithm algorithm() const override { return options_.algorithm; }
   size_t dim() const override { return options_.dim; }
   size_t k() const override { return k_; }
-  absl::Span<const float> error() const override { return error_; }
+  absl::Span<const float> error() const override {
+    SettleZeros();
+    return error_;
+  }
 
   SparsifierState ExportState() const final {
+    SettleZeros();
     SparsifierState s;
-    s.error = error_;
+    s.error.assign(error_.begin(), error_.end());
     ExportExtra(&s);
     return s;
   }
@@ -201,7 +330,12 @@ class ErrorFeedbackSparsifier : public Sparsifier {
                                                      " entries, the model has ", options_.dim));
     }
     if (absl::Status st = CheckExtra(s); !st.ok()) return st;
-    error_ = s.error;
+    error_.assign(s.error.begin(), s.error.end());
+    // The saved e already holds its zeros. RegTop-k restores its mask with SetSent.
+    sent_.clear();
+    sent_zeroed_ = true;
+    predicted_threshold_ = 0.0f;
+    last_pivot_ = 0.0f;
     ImportExtra(s);
     return absl::OkStatus();
   }
@@ -212,20 +346,180 @@ class ErrorFeedbackSparsifier : public Sparsifier {
   virtual absl::Status CheckExtra(const SparsifierState& s) const { return absl::OkStatus(); }
   virtual void ImportExtra(const SparsifierState& s) {}
 
-  // Writes the k chosen positions of `a` in increasing order. `block_max` holds the
-  // TopKSelector block maxima of `a`.
-  virtual void Choose(absl::Span<const float> a, absl::Span<const int32_t> block_max,
-                      std::vector<uint32_t>* indices) = 0;
+  // The factor of |a| in the score of every position the subclass does not override; 0 if the
+  // subclass does not select by score (then the pass gathers no candidates).
+  virtual float PlainScale() const { return 0.0f; }
+  // Writes the k chosen positions (increasing) and the values of a there into `out`.
+  // `threshold` > 0 if the pass gathered every entry whose plain score reaches it.
+  virtual void Choose(float threshold, SparseVector* out) = 0;
   virtual absl::Status BeforeCompress() { return absl::OkStatus(); }
+  // Called after Choose, while sent() still holds last round's positions.
   virtual void AfterCompress(const SparseVector& sent) {}
+
+  // a = g + e of the round being compressed, and its block maxima.
+  absl::Span<const float> acc() const { return acc_; }
+  // Last round's sent positions, and a at them this round (the pass copies it).
+  absl::Span<const uint32_t> sent() const { return sent_; }
+  absl::Span<const float> sent_a() const { return sent_a_; }
+
+  // The exact top k by score (plain scores |a| * PlainScale(), `overrides` where given; ties
+  // to the lower index): from the pass's candidates when `threshold` > 0 and they suffice, else
+  // from a sampled threshold and a filter over the block maxima, lowered until it does.
+  // `overrides_at(t)` gives the overrides for a selection at threshold t: an override whose
+  // score is below t may carry any score below t (so a subclass can skip computing it).
+  void SelectTopK(float threshold, absl::FunctionRef<ScoreOverrides(float)> overrides_at,
+                  SparseVector* out) {
+    const float scale = PlainScale();
+    selector_.mutable_stats() = SelectStats();
+    int passes = 0;
+    bool done = false;
+    if (threshold > 0.0f) {
+      parts_.clear();
+      for (Lane& lane : lanes_) parts_.push_back(lane.candidates.mutable_span());
+      done = selector_.Finish(parts_, scale, overrides_at(threshold), threshold, k_, &out->indices,
+                              &out->values);
+    }
+    if (!done) {
+      threshold = selector_.EstimateThreshold(acc_, scale, k_);
+      while (true) {
+        FilterShares(scale, threshold);
+        ++passes;
+        if (selector_.Finish(parts_, scale, overrides_at(threshold), threshold, k_, &out->indices,
+                             &out->values)) {
+          break;
+        }
+        // Missed (the sample was unlucky or the scores are heavy-tailed): retry lower. Halving
+        // converges quickly; once the threshold is tiny take everything.
+        threshold *= 0.5f;
+        if (threshold < 1e-30f) threshold = 0.0f;
+      }
+    }
+    selector_.mutable_stats().passes = passes;
+    // Next round's guess: this round's suggestion, moved by how much the k-th score moved since
+    // last round (error feedback makes scores drift, steadily while it builds up).
+    const float pivot = selector_.pivot_score();
+    float drift = 1.0f;
+    if (last_pivot_ > 0.0f && pivot > 0.0f) drift = std::clamp(pivot / last_pivot_, 0.67f, 1.5f);
+    last_pivot_ = pivot;
+    predicted_threshold_ = selector_.suggested_threshold() * drift;
+  }
+
+  // After ImportState: last round's sent positions (validated: increasing, < dim), where e is
+  // already zero.
+  void SetSent(absl::Span<const uint32_t> indices) {
+    sent_.assign(indices.begin(), indices.end());
+    sent_zeroed_ = true;
+  }
+
+  // Runs fn(t) on every thread of the pool.
+  void RunShares(absl::FunctionRef<void(int)> fn) { pool_.Run(fn); }
+  int threads() const { return pool_.threads(); }
 
   const SparsifierOptions options_;
   const size_t k_;
+  TopKSelector selector_;
 
  private:
-  std::vector<float> error_;
-  std::vector<float> acc_;
+  static constexpr size_t kChunk = 64 * kSelectBlock;  // 16 KiB of each buffer
+
+  struct Lane {
+    CandidateList candidates;  // in index order
+    size_t bad = 0;                       // first non-finite position, or dim
+    bool overflow = false;                // gathered too many: the candidates are incomplete
+  };
+
+  void PassShare(const float* g, int t, float scale, float threshold) {
+    Lane& lane = lanes_[static_cast<size_t>(t)];
+    const size_t d = options_.dim;
+    lane.candidates.clear();
+    lane.bad = d;
+    lane.overflow = false;
+    size_t begin, end;
+    TaskPool::Share(d, kChunk, pool_.threads(), t, &begin, &end);
+    size_t s = std::lower_bound(sent_.begin(), sent_.end(), begin) - sent_.begin();
+    const size_t s_end = std::lower_bound(sent_.begin(), sent_.end(), end) - sent_.begin();
+    bool gather = threshold > 0.0f;
+    const int32_t bound = gather ? ReachBound(scale, threshold) : 0;
+    // Far more candidates than a good prediction gives: stop gathering (the selection falls
+    // back to its own filter) rather than rank them all.
+    const size_t cap = (4 * k_ + 4096) * (end - begin) / d + 256;
+    float* e = error_.data();
+    float* a = acc_.data();
+    int32_t* block_max = block_max_.data();
+    uint64_t masks[kChunk / kSelectBlock];
+    for (size_t base = begin; base < end; base += kChunk) {
+      const size_t chunk_end = std::min(end, base + kChunk);
+      if (!sent_zeroed_) {
+        for (size_t i = s; i < s_end && sent_[i] < chunk_end; ++i) e[sent_[i]] = 0.0f;
+      }
+      const int32_t any_bad =
+          AccumulateBlocks(g, e, a, base, chunk_end, block_max, bound, gather ? masks : nullptr);
+      if (any_bad) {
+        lane.bad = base + FindNonFinite(absl::MakeConstSpan(a + base, chunk_end - base));
+        return;
+      }
+      for (; s < s_end && sent_[s] < chunk_end; ++s) sent_a_[s] = a[sent_[s]];
+      if (gather) {
+        // Only the entries the masks flag need the exact test.
+        ScoredEntry* dst = lane.candidates.Reserve(chunk_end - base);
+        size_t written = 0;
+        for (size_t b = 0; base + b * kSelectBlock < chunk_end; ++b) {
+          for (uint64_t m = masks[b]; m != 0; m &= m - 1) {
+            const size_t j = base + b * kSelectBlock + static_cast<size_t>(__builtin_ctzll(m));
+            const float score = std::fabs(a[j]) * scale;
+            dst[written] = ScoredEntry{score, a[j], static_cast<uint32_t>(j)};
+            written += static_cast<size_t>(score >= threshold);
+          }
+        }
+        lane.candidates.Grow(written);
+        if (lane.candidates.size() > cap) {
+          lane.overflow = true;
+          gather = false;
+        }
+      }
+    }
+  }
+
+  // Every share's candidates at `threshold` (all positions if it is 0), into parts_.
+  void FilterShares(float scale, float threshold) {
+    const size_t d = options_.dim;
+    pool_.Run([&](int t) {
+      CandidateList& out = lanes_[static_cast<size_t>(t)].candidates;
+      out.clear();
+      size_t begin, end;
+      TaskPool::Share(d, kChunk, pool_.threads(), t, &begin, &end);
+      const float* a = acc_.data();
+      if (threshold <= 0.0f) {
+        AppendAll(a, begin, end, scale, &out);
+      } else if (scale > 0.0f) {
+        AppendReaching(a, begin, end, block_max_.data(), scale, threshold,
+                       ReachBound(scale, threshold), &out);
+      }
+    });
+    parts_.clear();
+    for (Lane& lane : lanes_) parts_.push_back(lane.candidates.mutable_span());
+  }
+
+  void SettleZeros() const {
+    if (sent_zeroed_) return;
+    for (uint32_t j : sent_) error_[j] = 0.0f;
+    sent_zeroed_ = true;
+  }
+
+  TaskPool pool_;
+  std::vector<Lane> lanes_;
+  std::vector<absl::Span<ScoredEntry>> parts_;
+  // e, except that while !sent_zeroed_ the entries at sent_ still hold the a they were sent
+  // with (error() and ExportState settle them; so does the next pass).
+  mutable CacheAlignedFloats error_;
+  mutable bool sent_zeroed_ = true;
+  CacheAlignedFloats acc_;
   std::vector<int32_t> block_max_;
+  std::vector<uint32_t> sent_;  // last round's sent positions (increasing)
+  std::vector<float> sent_a_;   // this round's a at sent_
+  // Last round's suggestion for the pass's candidate threshold; 0 = none (gather nothing).
+  float predicted_threshold_ = 0.0f;
+  float last_pivot_ = 0.0f;  // the k-th best score of the last round (0: none)
 };
 
 // Entries two sorted index lists share.
@@ -245,23 +539,21 @@ size_t CountCommon(absl::Span<const uint32_t> x, absl::Span<const uint32_t> y) {
 
 class TopKSparsifier final : public ErrorFeedbackSparsifier {
  public:
-  explicit TopKSparsifier(const SparsifierOptions& options)
-      : ErrorFeedbackSparsifier(options), selector_(options.seed) {}
+  explicit TopKSparsifier(const SparsifierOptions& options) : ErrorFeedbackSparsifier(options) {}
 
   std::optional<MaskDiagnostic> last_diagnostic() const override { return diagnostic_; }
 
  protected:
-  void Choose(absl::Span<const float> a, absl::Span<const int32_t> block_max,
-              std::vector<uint32_t>* indices) override {
-    selector_.Select(a, 1.0f, ScoreOverrides{}, k_, indices, block_max);
+  float PlainScale() const override { return 1.0f; }
+  void Choose(float threshold, SparseVector* out) override {
+    SelectTopK(threshold, [](float) { return ScoreOverrides{}; }, out);
   }
   void AfterCompress(const SparseVector& sent) override {
     // The mask is plain Top-k's by definition; what repeats is the diagnostic. Before the first
-    // round prev_indices_ is empty (nothing repeats); after a restore it is unknown.
+    // round nothing was sent (nothing repeats); after a restore the last mask is unknown.
     if (!options_.mask_diagnostic) return;
     diagnostic_.reset();
-    if (prev_known_) diagnostic_ = MaskDiagnostic{k_, 0, CountCommon(sent.indices, prev_indices_)};
-    prev_indices_ = sent.indices;
+    if (prev_known_) diagnostic_ = MaskDiagnostic{k_, 0, CountCommon(sent.indices, this->sent())};
     prev_known_ = true;
   }
   void ImportExtra(const SparsifierState&) override {
@@ -271,8 +563,6 @@ class TopKSparsifier final : public ErrorFeedbackSparsifier {
   }
 
  private:
-  TopKSelector selector_;
-  std::vector<uint32_t> prev_indices_;
   bool prev_known_ = true;
   std::optional<MaskDiagnostic> diagnostic_;
 };
@@ -285,8 +575,8 @@ class RandKSparsifier final : public ErrorFeedbackSparsifier {
         marks_((options.dim + 63) / 64) {}
 
  protected:
-  void Choose(absl::Span<const float> a, absl::Span<const int32_t>,
-              std::vector<uint32_t>* indices) override {
+  void Choose(float, SparseVector* out) override {
+    std::vector<uint32_t>* indices = &out->indices;
     // Uniform k-subset by rejection into a bitmap; when k > d/2 the complement is drawn instead
     // so the expected number of draws stays below 2k. The bitmap read in order gives sorted
     // indices for free.
@@ -314,6 +604,9 @@ class RandKSparsifier final : public ErrorFeedbackSparsifier {
         word &= word - 1;
       }
     }
+    const absl::Span<const float> a = acc();
+    out->values.resize(k_);
+    for (size_t i = 0; i < k_; ++i) out->values[i] = a[(*indices)[i]];
   }
 
  protected:
@@ -332,22 +625,24 @@ class RegTopKSparsifier final : public ErrorFeedbackSparsifier {
  public:
   explicit RegTopKSparsifier(const SparsifierOptions& options)
       : ErrorFeedbackSparsifier(options),
-        selector_(options.seed),
         no_evidence_scale_(static_cast<float>(std::tanh(std::fabs(1.0 + kRegTopKQ) / options.mu))) {
   }
 
   absl::Status ObserveAggregate(SparseView aggregate) override {
     // g_prev is only needed on last round's mask: a merge of two sorted lists.
+    const absl::Span<const uint32_t> prev = sent();
     size_t a = 0;
     const size_t na = aggregate.indices.size();
-    for (size_t i = 0; i < prev_indices_.size(); ++i) {
-      const uint32_t j = prev_indices_[i];
+    for (size_t i = 0; i < prev.size(); ++i) {
+      const uint32_t j = prev[i];
       while (a < na && aggregate.indices[a] < j) ++a;
       prev_aggregate_[i] = (a < na && aggregate.indices[a] == j) ? aggregate.values[a] : 0.0f;
     }
     observed_ = true;
     return absl::OkStatus();
   }
+
+  std::optional<MaskDiagnostic> last_diagnostic() const override { return diagnostic_; }
 
  protected:
   absl::Status BeforeCompress() override {
@@ -359,46 +654,79 @@ class RegTopKSparsifier final : public ErrorFeedbackSparsifier {
     return absl::OkStatus();
   }
 
-  void Choose(absl::Span<const float> a, absl::Span<const int32_t> block_max,
-              std::vector<uint32_t>* indices) override {
+  float PlainScale() const override { return no_evidence_scale_; }
+
+  void Choose(float threshold, SparseVector* out) override {
+    // The pass copied a at last round's mask (the only entries whose score is not
+    // |a| * no_evidence_scale_), so the k regularised scores need no gather from a.
+    const absl::Span<const uint32_t> prev = sent();
+    const absl::Span<const float> prev_a = sent_a();
     const float w = options_.weight;
     const float mu = static_cast<float>(options_.mu);
-    override_scores_.resize(prev_indices_.size());
-    for (size_t i = 0; i < prev_indices_.size(); ++i) {
-      const float magnitude = std::fabs(a[prev_indices_[i]]);
-      const float share = w * prev_values_[i];
-      if (share == 0.0f) {
-        // Zero-denominator guard: v_prev == 0 (or w * v_prev underflowed) is "no evidence".
-        override_scores_[i] = magnitude * no_evidence_scale_;
-        continue;
+    override_scores_.resize(prev.size());
+    // A regularised score is at most |a| (tanh <= 1), so where |a| is below the threshold the
+    // score is too, and its tanh is not needed: after a send e is 0 there, and a is one
+    // round's gradient, rarely near the threshold.
+    auto overrides_at = [&](float t) {
+      for (size_t i = 0; i < prev.size(); ++i) {
+        const float magnitude = std::fabs(prev_a[i]);
+        if (magnitude < t) {
+          override_scores_[i] = 0.0f;
+          continue;
+        }
+        const float share = w * prev_values_[i];
+        if (share == 0.0f) {
+          // Zero-denominator guard: v_prev == 0 (or w * v_prev underflowed) is "no evidence".
+          override_scores_[i] = magnitude * no_evidence_scale_;
+          continue;
+        }
+        const float delta = (prev_aggregate_[i] - share) / share;
+        override_scores_[i] = magnitude * std::tanh(std::fabs(1.0f + delta) / mu);
       }
-      const float delta = (prev_aggregate_[i] - share) / share;
-      override_scores_[i] = magnitude * std::tanh(std::fabs(1.0f + delta) / mu);
-    }
-    selector_.Select(a, no_evidence_scale_, ScoreOverrides{prev_indices_, override_scores_}, k_,
-                     indices, block_max);
-    if (options_.mask_diagnostic) Diagnose(a, *indices);
+      return ScoreOverrides{prev, override_scores_, prev_a};
+    };
+    SelectTopK(threshold, overrides_at, out);
+    if (options_.mask_diagnostic) Diagnose(*out);
   }
 
   // Plain Top-k's mask T, from R (this round's picks) and P (last round's) alone. Every entry
   // outside R and P has |a| no larger than any entry of R (its unregularised score lost to every
   // pick, and a regularised pick's |a| is at least its score), with ties to the lower index; so
   // the top k of R u P by (|a|, lower index) is T. Then not_topk = k - |T n R|, repeats = |T n P|.
-  void Diagnose(absl::Span<const float> a, absl::Span<const uint32_t> picks) {
+  // |a| on R is the sent values, on P the pass's copy: no gather from a.
+  void Diagnose(const SparseVector& picks) {
+    const absl::Span<const uint32_t> prev = sent();
+    const absl::Span<const float> prev_a = sent_a();
+    const size_t k = picks.nnz();
+    // Only entries of P \ R at least as large as R's smallest |a| can displace a pick; usually
+    // there are none (a is small where e was just zeroed), and then T = R.
+    float weakest = std::numeric_limits<float>::infinity();
+    for (float v : picks.values) weakest = std::min(weakest, std::fabs(v));
+    size_t repeats = 0, rivals = 0;
+    for (size_t i = 0, p = 0; p < prev.size(); ++p) {
+      while (i < k && picks.indices[i] < prev[p]) ++i;
+      if (i < k && picks.indices[i] == prev[p]) {
+        ++repeats;
+      } else if (std::fabs(prev_a[p]) >= weakest) {
+        ++rivals;
+      }
+    }
+    if (rivals == 0) {
+      diagnostic_ = MaskDiagnostic{k, 0, repeats};
+      return;
+    }
     diagnosis_.clear();
     size_t p = 0;
-    for (uint32_t j : picks) {
-      for (; p < prev_indices_.size() && prev_indices_[p] < j; ++p) {
-        diagnosis_.push_back({std::fabs(a[prev_indices_[p]]), prev_indices_[p], false, true});
+    for (size_t i = 0; i < k; ++i) {
+      const uint32_t j = picks.indices[i];
+      for (; p < prev.size() && prev[p] < j; ++p) {
+        diagnosis_.push_back({std::fabs(prev_a[p]), prev[p], false, true});
       }
-      const bool also_prev = p < prev_indices_.size() && prev_indices_[p] == j;
+      const bool also_prev = p < prev.size() && prev[p] == j;
       if (also_prev) ++p;
-      diagnosis_.push_back({std::fabs(a[j]), j, true, also_prev});
+      diagnosis_.push_back({std::fabs(picks.values[i]), j, true, also_prev});
     }
-    for (; p < prev_indices_.size(); ++p) {
-      diagnosis_.push_back({std::fabs(a[prev_indices_[p]]), prev_indices_[p], false, true});
-    }
-    const size_t k = picks.size();
+    for (; p < prev.size(); ++p) diagnosis_.push_back({std::fabs(prev_a[p]), prev[p], false, true});
     auto before = [](const Diagnosed& x, const Diagnosed& y) {
       return x.magnitude > y.magnitude || (x.magnitude == y.magnitude && x.index < y.index);
     };
@@ -413,12 +741,8 @@ class RegTopKSparsifier final : public ErrorFeedbackSparsifier {
     diagnostic_ = d;
   }
 
- public:
-  std::optional<MaskDiagnostic> last_diagnostic() const override { return diagnostic_; }
-
- protected:
   void ExportExtra(SparsifierState* s) const override {
-    s->prev_indices = prev_indices_;
+    s->prev_indices.assign(sent().begin(), sent().end());
     s->prev_values = prev_values_;
     s->prev_aggregate = prev_aggregate_;
     s->compressed = compressed_;
@@ -437,7 +761,7 @@ class RegTopKSparsifier final : public ErrorFeedbackSparsifier {
     return absl::OkStatus();
   }
   void ImportExtra(const SparsifierState& s) override {
-    prev_indices_ = s.prev_indices;
+    SetSent(s.prev_indices);
     prev_values_ = s.prev_values;
     prev_aggregate_ = s.prev_aggregate;
     compressed_ = s.compressed;
@@ -445,7 +769,6 @@ class RegTopKSparsifier final : public ErrorFeedbackSparsifier {
   }
 
   void AfterCompress(const SparseVector& sent) override {
-    prev_indices_ = sent.indices;
     prev_values_ = sent.values;
     prev_aggregate_.assign(sent.nnz(), 0.0f);
     compressed_ = true;
@@ -453,10 +776,9 @@ class RegTopKSparsifier final : public ErrorFeedbackSparsifier {
   }
 
  private:
-  TopKSelector selector_;
   const float no_evidence_scale_;  // tanh(|1 + Q| / mu)
-  // Last round's mask s_prev (sorted), the values sent there (v_prev) and the aggregate there.
-  std::vector<uint32_t> prev_indices_;
+  // On last round's mask s_prev (the base class's sent()): the values sent there (v_prev) and
+  // the aggregate there (g_prev).
   std::vector<float> prev_values_;
   std::vector<float> prev_aggregate_;
   std::vector<float> override_scores_;

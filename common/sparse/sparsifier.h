@@ -59,6 +59,9 @@ struct SparsifierOptions {
   // Compute the MaskDiagnostic every round (O(k); never changes a mask or a value). Off only to
   // measure what it costs (regtopk-bench).
   bool mask_diagnostic = true;
+  // Threads for the pass over the gradient and the selection, in [1, 256]. The result is the
+  // same for every value (bit for bit); only the speed differs.
+  int threads = 1;
 
   // InvalidArgument naming the bad field.
   absl::Status Validate() const;

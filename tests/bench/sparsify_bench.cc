@@ -1,12 +1,18 @@
-// regtopk-bench: one worker's sparsification step at ResNet-18 size (d = 11.2 M), one thread.
-//   BM_RegTopK_Ours / BM_TopK_Ours   the common/ sparsifiers (Compress + ObserveAggregate)
+// regtopk-bench: one worker's sparsification step at ResNet-18 size (d = 11.2 M).
+//   BM_RegTopK_Ours / BM_TopK_Ours   the common/ sparsifiers (Compress + ObserveAggregate), on
+//                                    `threads` threads, after `warmup` untimed rounds (0: from
+//                                    a zero error, where scores grow every round; 2/density:
+//                                    error feedback near its steady state)
 //   BM_DiagnosticCost                RegTop-k steps with and without the mask diagnostic,
 //                                    interleaved: the "ratio" counter is their time ratio,
 //                                    measured in the same run
 //   BM_RegTopK_Torch                 the same RegTop-k step written the obvious way in LibTorch
 //                                    ops with torch::topk
-//   BM_Floor                         one streaming pass a = g + e over the same buffers
-// The benchmark argument is the density in parts per million. Run with OMP_NUM_THREADS=1.
+//   BM_Floor                         one streaming pass a = g + e over the same buffers, split
+//                                    over `threads` threads as the sparsifier splits its pass
+// Densities are in parts per million. Every round's gradient is a window of d entries at a
+// pseudo-random offset into one fixed array of 2d normal samples: a different gradient every
+// round (as training gives) at no cost. Run with OMP_NUM_THREADS=1.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <benchmark/benchmark.h>
@@ -16,6 +22,8 @@
 #include <random>
 #include <vector>
 
+#include "absl/types/span.h"
+#include "common/parallel/task_pool.h"
 #include "common/sparse/sparsifier.h"
 
 namespace regtopk {
@@ -23,22 +31,60 @@ namespace {
 
 constexpr size_t kDim = 11200000;
 
-const std::vector<std::vector<float>>& Gradients() {
-  // A few fixed gradients, cycled, so that the masks keep changing between iterations.
-  static const auto* grads = [] {
-    auto* g = new std::vector<std::vector<float>>(4, std::vector<float>(kDim));
+const std::vector<float>& Normals() {
+  static const auto* normals = [] {
+    auto* v = new std::vector<float>(2 * kDim);
     std::mt19937 rng(1);
     std::normal_distribution<float> normal;
-    for (auto& v : *g) {
-      for (float& x : v) x = normal(rng);
-    }
-    return g;
+    for (float& x : *v) x = normal(rng);
+    return v;
   }();
-  return *grads;
+  return *normals;
+}
+
+// Round i's gradient: d consecutive entries of Normals() from a pseudo-random offset.
+absl::Span<const float> Gradient(uint64_t i) {
+  const uint64_t offset = (i * 0x9e3779b97f4a7c15ull >> 20) % kDim;
+  return absl::MakeConstSpan(Normals().data() + offset, kDim);
 }
 
 double Density(const benchmark::State& state) { return state.range(0) / 1e6; }
 
+// One round: Compress, then a stand-in aggregate (this worker's own share; the server's would
+// differ only in values) for ObserveAggregate.
+bool Step(Sparsifier& s, uint64_t round, SparseVector* out) {
+  if (!s.Compress(Gradient(round), out).ok()) return false;
+  for (float& v : out->values) v *= 0.25f;
+  return s.ObserveAggregate(*out).ok();
+}
+
+// One streaming pass a = g + e split over `threads` threads as the sparsifier splits its pass:
+// the memory floor of a step.
+class FloorPass {
+ public:
+  explicit FloorPass(int threads) : threads_(threads), pool_(threads), e_(kDim, 0.0f), a_(kDim) {}
+  void Run(const float* g) {
+    pool_.Run([&](int t) {
+      size_t begin, end;
+      TaskPool::Share(kDim, 4096, threads_, t, &begin, &end);
+      for (size_t j = begin; j < end; ++j) a_[j] = g[j] + e_[j];
+    });
+    benchmark::DoNotOptimize(a_.data());
+    benchmark::ClobberMemory();
+  }
+
+ private:
+  const int threads_;
+  TaskPool pool_;
+  std::vector<float> e_, a_;
+};
+
+double Seconds(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+}
+
+// Every iteration times one step and, right before it on the same gradient, one floor pass:
+// the "floor_ratio" counter (step / floor) compares the two under the same machine load.
 void RunOurs(benchmark::State& state, Algorithm algorithm, bool diagnostic = true) {
   SparsifierOptions o;
   o.mask_diagnostic = diagnostic;
@@ -47,18 +93,30 @@ void RunOurs(benchmark::State& state, Algorithm algorithm, bool diagnostic = tru
   o.density = Density(state);
   o.mu = 5.0;
   o.weight = 0.25f;
+  o.threads = static_cast<int>(state.range(2));
   auto s = *CreateSparsifier(o);
-  const auto& grads = Gradients();
+  Normals();  // generated before the clock starts
   SparseVector out;
-  size_t i = 0;
+  uint64_t round = 0;
+  for (; round < static_cast<uint64_t>(state.range(1)); ++round) {
+    if (!Step(*s, round, &out)) state.SkipWithError("warm-up");
+  }
+  FloorPass floor(o.threads);
+  double step_s = 0, floor_s = 0;
   for (auto _ : state) {
-    if (!s->Compress(grads[i++ % grads.size()], &out).ok()) state.SkipWithError("compress");
-    // A stand-in aggregate: this worker's own share (the server's would differ only in values).
-    for (float& v : out.values) v *= 0.25f;
-    if (!s->ObserveAggregate(out).ok()) state.SkipWithError("observe");
+    auto t0 = std::chrono::steady_clock::now();
+    floor.Run(Gradient(round).data());
+    floor_s += Seconds(t0);
+    t0 = std::chrono::steady_clock::now();
+    if (!Step(*s, round++, &out)) state.SkipWithError("step");
     benchmark::DoNotOptimize(out.indices.data());
+    const double dt = Seconds(t0);
+    step_s += dt;
+    state.SetIterationTime(dt);
   }
   state.counters["k"] = static_cast<double>(s->k());
+  state.counters["floor_ms"] = 1e3 * floor_s / static_cast<double>(state.iterations());
+  state.counters["floor_ratio"] = step_s / floor_s;
 }
 
 void BM_RegTopK_Ours(benchmark::State& state) { RunOurs(state, Algorithm::kRegTopK); }
@@ -76,23 +134,20 @@ void BM_DiagnosticCost(benchmark::State& state) {
     o.mask_diagnostic = with == 1;
     s[with] = *CreateSparsifier(o);
   }
-  const auto& grads = Gradients();
   SparseVector out;
   double seconds[2] = {0, 0};
-  size_t i = 0;
+  uint64_t round = 0;
   for (auto _ : state) {
-    const auto& g = grads[i++ % grads.size()];
     double step = 0;
     for (int with = 0; with < 2; ++with) {
       const auto t0 = std::chrono::steady_clock::now();
-      if (!s[with]->Compress(g, &out).ok()) state.SkipWithError("compress");
-      for (float& v : out.values) v *= 0.25f;
-      if (!s[with]->ObserveAggregate(out).ok()) state.SkipWithError("observe");
+      if (!Step(*s[with], round, &out)) state.SkipWithError("step");
       const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       seconds[with] += dt;
       step += dt;
     }
     state.SetIterationTime(step);
+    ++round;
   }
   const double n = static_cast<double>(state.iterations());
   state.counters["without_ms"] = 1e3 * seconds[0] / n;
@@ -106,18 +161,14 @@ void BM_RegTopK_Torch(benchmark::State& state) {
   const int64_t d = kDim;
   const int64_t k = static_cast<int64_t>(KFromDensity(Density(state), kDim));
   const double mu = 5.0, w = 0.25, q = kRegTopKQ;
-  const auto& grads = Gradients();
-  std::vector<at::Tensor> g;
-  for (const auto& v : grads) {
-    g.push_back(at::from_blob(const_cast<float*>(v.data()), {d}, at::kFloat));
-  }
   at::Tensor e = at::zeros({d}, at::kFloat);
   at::Tensor mask = at::zeros({d}, at::kBool);
   at::Tensor v_prev = at::zeros({d}, at::kFloat);
   at::Tensor g_prev = at::zeros({d}, at::kFloat);
-  size_t i = 0;
+  uint64_t round = 0;
   for (auto _ : state) {
-    at::Tensor a = g[i++ % g.size()] + e;
+    const absl::Span<const float> g = Gradient(round++);
+    at::Tensor a = at::from_blob(const_cast<float*>(g.data()), {d}, at::kFloat) + e;
     at::Tensor share = w * v_prev;
     at::Tensor evidence = mask.logical_and(v_prev != 0);
     at::Tensor delta = at::where(evidence, (g_prev - share) / share, at::full({}, q, at::kFloat));
@@ -138,40 +189,37 @@ void BM_RegTopK_Torch(benchmark::State& state) {
 }
 
 void BM_Floor(benchmark::State& state) {
-  const auto& grads = Gradients();
-  std::vector<float> e(kDim, 0.0f), a(kDim);
-  size_t i = 0;
-  for (auto _ : state) {
-    const float* g = grads[i++ % grads.size()].data();
-    for (size_t j = 0; j < kDim; ++j) a[j] = g[j] + e[j];
-    benchmark::DoNotOptimize(a.data());
-    benchmark::ClobberMemory();
-  }
+  FloorPass floor(static_cast<int>(state.range(0)));
+  uint64_t round = 0;
+  for (auto _ : state) floor.Run(Gradient(round++).data());
 }
 
 // Densities in parts per million: 1000 = 0.1 %, 10000 = 1 %.
-BENCHMARK(BM_RegTopK_Ours)
-    ->ArgName("density_ppm")
-    ->Arg(1000)
-    ->Arg(10000)
-    ->Unit(benchmark::kMillisecond);
+// {density_ppm, warmup rounds, threads}: from a zero error, and near the steady state.
+void OursArgs(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"density_ppm", "warmup", "threads"});
+  for (int threads : {1, 2}) {
+    for (int64_t ppm : {1000, 10000}) {
+      b->Args({ppm, 0, threads});
+      b->Args({ppm, 2 * 1000000 / ppm, threads});
+    }
+  }
+  b->UseManualTime()->Unit(benchmark::kMillisecond);
+}
+BENCHMARK(BM_RegTopK_Ours)->Apply(OursArgs);
 BENCHMARK(BM_DiagnosticCost)
     ->ArgName("density_ppm")
     ->Arg(1000)
     ->Arg(10000)
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_TopK_Ours)
-    ->ArgName("density_ppm")
-    ->Arg(1000)
-    ->Arg(10000)
-    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_TopK_Ours)->Apply(OursArgs);
 BENCHMARK(BM_RegTopK_Torch)
     ->ArgName("density_ppm")
     ->Arg(1000)
     ->Arg(10000)
     ->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Floor)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Floor)->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace regtopk

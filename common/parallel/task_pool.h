@@ -1,0 +1,55 @@
+// TaskPool: the fork-join shape of a data-parallel pass. Run(fn) calls fn(0) ... fn(T - 1) at
+// once, fn(0) on the calling thread and the others on T - 1 threads that the pool keeps between
+// calls (starting a thread costs tens of microseconds; a sparsification step at 0.1 % density
+// takes a few milliseconds and makes several passes). With T = 1 it starts no thread.
+//
+// Thread-compatible: one caller at a time (Run is not reentrant).
+#ifndef REGTOPK_COMMON_PARALLEL_TASK_POOL_H_
+#define REGTOPK_COMMON_PARALLEL_TASK_POOL_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/functional/function_ref.h"
+#include "absl/synchronization/mutex.h"
+
+namespace regtopk {
+
+class TaskPool {
+ public:
+  // threads >= 1 (smaller values count as 1).
+  explicit TaskPool(int threads);
+  ~TaskPool();
+  TaskPool(const TaskPool&) = delete;
+  TaskPool& operator=(const TaskPool&) = delete;
+
+  int threads() const { return threads_; }
+
+  // Calls fn(t) for every t in [0, threads()) concurrently and returns when all have returned.
+  void Run(absl::FunctionRef<void(int)> fn);
+
+  // The t-th of `parts` contiguous, nearly equal shares of [0, n), each starting at a multiple
+  // of `align` (the last share ends at n).
+  static void Share(size_t n, size_t align, int parts, int t, size_t* begin, size_t* end);
+
+ private:
+  void HelperLoop(int t);
+
+  const int threads_;
+  absl::Mutex mu_;
+  // The job of the current generation: helpers run it once when `generation_` moves.
+  const absl::FunctionRef<void(int)>* job_ ABSL_GUARDED_BY(mu_) = nullptr;
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
+  int running_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::CondVar start_;  // generation_ moved, or stopping_
+  absl::CondVar done_;   // running_ reached 0
+  std::vector<std::thread> helpers_;
+};
+
+}  // namespace regtopk
+
+#endif  // REGTOPK_COMMON_PARALLEL_TASK_POOL_H_
