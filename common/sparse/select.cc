@@ -28,21 +28,22 @@ struct Better {
   }
 };
 
-// Bit i set iff fl(|p[i]| * scale) >= threshold, for i < n <= 64: the exact test of a
-// candidate, four lanes at a time where SSE2 is there (IEEE single multiplies either way, so
-// the lanes and the scalar code agree bit for bit).
-uint64_t ReachMask(const float* p, size_t n, float scale, float threshold) {
+// The i-th bit of the result is set iff MagnitudeBits(p[i]) >= bound, for i < n <= 64; four
+// lanes at a time where SSE2 is there.
+uint64_t BoundMaskOf(const float* p, size_t n, int32_t bound) {
   uint64_t mask = 0;
   size_t i = 0;
 #if defined(__SSE2__)
-  const __m128 magnitude = _mm_castsi128_ps(_mm_set1_epi32(0x7fffffff));
-  const __m128 vscale = _mm_set1_ps(scale), vthreshold = _mm_set1_ps(threshold);
+  const __m128i magnitude = _mm_set1_epi32(0x7fffffff);
+  const __m128i below_bound = _mm_set1_epi32(bound - 1);
   for (; i + 4 <= n; i += 4) {
-    const __m128 score = _mm_mul_ps(_mm_and_ps(_mm_loadu_ps(p + i), magnitude), vscale);
-    mask |= static_cast<uint64_t>(_mm_movemask_ps(_mm_cmpge_ps(score, vthreshold))) << i;
+    const __m128i bits = _mm_and_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i)),
+                                       magnitude);
+    const int hits = _mm_movemask_ps(_mm_castsi128_ps(_mm_cmpgt_epi32(bits, below_bound)));
+    mask |= static_cast<uint64_t>(static_cast<uint32_t>(hits)) << i;
   }
 #endif
-  for (; i < n; ++i) mask |= static_cast<uint64_t>(std::fabs(p[i]) * scale >= threshold) << i;
+  for (; i < n; ++i) mask |= static_cast<uint64_t>(MagnitudeBits(p[i]) >= bound) << i;
   return mask;
 }
 
@@ -61,25 +62,31 @@ int32_t ReachBound(float scale, float threshold) {
       static_cast<float>(static_cast<double>(threshold) / scale * (1.0 - 1e-6)));
 }
 
+uint64_t BoundMask(const float* p, size_t n, int32_t bound) { return BoundMaskOf(p, n, bound); }
+
+void AppendMasked(const float* a, size_t begin, const uint64_t* masks, size_t blocks, float scale,
+                  float threshold, CandidateList* out) {
+  ScoredEntry* dst = out->Reserve(blocks * kBlock);
+  size_t written = 0;
+  for (size_t b = 0; b < blocks; ++b) {
+    for (uint64_t m = masks[b]; m != 0; m &= m - 1) {
+      const size_t j = begin + b * kBlock + static_cast<size_t>(__builtin_ctzll(m));
+      const float score = std::fabs(a[j]) * scale;
+      dst[written] = ScoredEntry{score, a[j], static_cast<uint32_t>(j)};
+      written += static_cast<size_t>(score >= threshold);
+    }
+  }
+  out->Grow(written);
+}
+
 void AppendReaching(const float* a, size_t begin, size_t end, const int32_t* block_max,
-                    float scale, float threshold, int32_t bound, CandidateList* out) {
+                    float scale, float threshold, CandidateList* out) {
+  const int32_t bound = ReachBound(scale, threshold);
   for (size_t base = begin; base < end; base += kBlock) {
     const size_t n = std::min(kBlock, end - base);
-    if (block_max != nullptr) {
-      if (block_max[base / kBlock] < bound) continue;
-    } else {
-      int32_t max_bits = 0;
-      for (size_t i = 0; i < n; ++i) max_bits = std::max(max_bits, MagnitudeBits(a[base + i]));
-      if (max_bits < bound) continue;
-    }
-    uint64_t mask = ReachMask(a + base, n, scale, threshold);
-    ScoredEntry* dst = out->Reserve(n);
-    size_t written = 0;
-    for (; mask != 0; mask &= mask - 1) {
-      const size_t j = base + static_cast<size_t>(__builtin_ctzll(mask));
-      dst[written++] = ScoredEntry{std::fabs(a[j]) * scale, a[j], static_cast<uint32_t>(j)};
-    }
-    out->Grow(written);
+    if (block_max != nullptr && block_max[base / kBlock] < bound) continue;
+    const uint64_t mask = BoundMaskOf(a + base, n, bound);
+    if (mask != 0) AppendMasked(a, base, &mask, 1, scale, threshold, out);
   }
 }
 
@@ -149,7 +156,7 @@ bool TopKSelector::Finish(absl::Span<const absl::Span<ScoredEntry>> parts, float
     ++histogram_[bucket_of(c)];
     ++n;
   });
-  stats_.candidates = n;
+  stats_ = SelectStats{n, 0};
   // Correctness of the shortcut: if at least k scores reach the threshold, the k-th largest
   // score does too, so the whole top k (ties included) is among the candidates.
   if (n < k) return false;
@@ -271,12 +278,27 @@ void TopKSelector::MergeOverrides(absl::Span<const absl::Span<ScoredEntry>> part
   merged_.resize(m);
 }
 
+void TopKSelector::SelectFromSample(absl::Span<const float> a, float scale, size_t k,
+                                    Gather gather, OverridesAt overrides_at,
+                                    std::vector<uint32_t>* indices, std::vector<float>* values) {
+  float threshold = EstimateThreshold(a, scale, k);
+  int passes = 1;
+  while (!Finish(gather(threshold), scale, overrides_at(threshold), threshold, k, indices,
+                 values)) {
+    // Missed (the sample was unlucky or the scores are heavy-tailed): retry lower. Halving the
+    // threshold converges quickly; once it is tiny take everything.
+    threshold = threshold * 0.5f;
+    if (threshold < 1e-30f) threshold = 0.0f;
+    ++passes;
+  }
+  stats_.passes = passes;
+}
+
 void TopKSelector::Select(absl::Span<const float> a, float scale, ScoreOverrides overrides,
                           size_t k, std::vector<uint32_t>* out,
                           absl::Span<const int32_t> block_max) {
   assert(k >= 1 && k <= a.size());
   assert(block_max.empty() || block_max.size() == (a.size() + kBlock - 1) / kBlock);
-  const size_t d = a.size();
   if (overrides.values.empty() && !overrides.indices.empty()) {
     override_values_.resize(overrides.indices.size());
     for (size_t i = 0; i < overrides.indices.size(); ++i) {
@@ -284,25 +306,18 @@ void TopKSelector::Select(absl::Span<const float> a, float scale, ScoreOverrides
     }
     overrides.values = override_values_;
   }
-  float threshold = EstimateThreshold(a, scale, k);
-  int passes = 0;
-  while (true) {
+  auto gather = [&](float threshold) {
     candidates_.clear();
     if (threshold <= 0.0f) {
-      AppendAll(a.data(), 0, d, scale, &candidates_);  // every score is >= 0
+      AppendAll(a.data(), 0, a.size(), scale, &candidates_);  // every score is >= 0
     } else if (scale > 0.0f) {  // else every plain score is 0 < threshold
-      AppendReaching(a.data(), 0, d, block_max.empty() ? nullptr : block_max.data(), scale,
-                     threshold, ReachBound(scale, threshold), &candidates_);
+      AppendReaching(a.data(), 0, a.size(), block_max.empty() ? nullptr : block_max.data(),
+                     scale, threshold, &candidates_);
     }
-    ++passes;
-    const absl::Span<ScoredEntry> part = candidates_.mutable_span();
-    if (Finish(absl::MakeConstSpan(&part, 1), scale, overrides, threshold, k, out, &select_values_)) break;
-    // Missed (the sample was unlucky or the scores are heavy-tailed): retry lower. Halving the
-    // threshold converges quickly; once it is tiny take everything.
-    threshold = threshold * 0.5f;
-    if (threshold < 1e-30f) threshold = 0.0f;
-  }
-  stats_.passes = passes;
+    candidates_part_ = candidates_.mutable_span();
+    return absl::MakeConstSpan(&candidates_part_, 1);
+  };
+  SelectFromSample(a, scale, k, gather, [&](float) { return overrides; }, out, &select_values_);
 }
 
 }  // namespace regtopk

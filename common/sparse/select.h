@@ -15,6 +15,7 @@
 #include <memory>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/types/span.h"
 
 namespace regtopk {
@@ -81,12 +82,22 @@ class CandidateList {
 // largest magnitude is below the slightly lowered bound holds no candidate.
 int32_t ReachBound(float scale, float threshold);
 
+// Bit i set iff MagnitudeBits(p[i]) >= bound, for i < n <= 64: with bound = ReachBound(...),
+// a superset of the block's candidates.
+uint64_t BoundMask(const float* p, size_t n, int32_t bound);
+
+// Appends to `out`, in index order, every position j = begin + 64 b + i (b < blocks) whose bit
+// i is set in masks[b] and whose score fl(|a[j]| * scale) reaches `threshold`: the exact test,
+// on the few positions a superset mask flags.
+void AppendMasked(const float* a, size_t begin, const uint64_t* masks, size_t blocks, float scale,
+                  float threshold, CandidateList* out);
+
 // Appends to `out`, in index order, every j in [begin, end) with fl(|a[j]| * scale) >= threshold
-// (> 0), scanning only the kSelectBlock blocks whose maximum reaches `bound` = ReachBound(...).
-// `begin` is a multiple of kSelectBlock; `block_max` covers the whole of `a` from index 0 (or is
-// null: then each block's maximum is computed here).
+// (> 0, with scale > 0), scanning only the kSelectBlock blocks whose maximum reaches
+// ReachBound(scale, threshold). `begin` is a multiple of kSelectBlock; `block_max` covers the
+// whole of `a` from index 0 (or is null: then every block is scanned).
 void AppendReaching(const float* a, size_t begin, size_t end, const int32_t* block_max,
-                    float scale, float threshold, int32_t bound, CandidateList* out);
+                    float scale, float threshold, CandidateList* out);
 // Appends every j in [begin, end) with its plain score: the candidates at threshold 0.
 void AppendAll(const float* a, size_t begin, size_t end, float scale, CandidateList* out);
 
@@ -109,9 +120,17 @@ class TopKSelector {
   // The pieces Select is made of, for a caller that gathers candidates itself (the sparsifier,
   // while it writes a, on several threads).
   //
-  // A threshold estimated from a sample of `a`, aimed to leave a little over k candidates; 0
-  // where sampling does not pay (small a, or k >= a.size() / 2): then everything is a candidate.
-  float EstimateThreshold(absl::Span<const float> a, float scale, size_t k);
+  // The candidates at a threshold: every position whose plain score |a| * scale reaches it
+  // (all positions at 0), in index order, in one or more parts.
+  using Gather = absl::FunctionRef<absl::Span<const absl::Span<ScoredEntry>>(float threshold)>;
+  // The overrides for a selection at threshold t: one whose score is below t may carry any
+  // score below t (so a caller can skip computing it). `values` must be set.
+  using OverridesAt = absl::FunctionRef<ScoreOverrides(float threshold)>;
+  // The exact top k from a threshold sampled from `a` (aimed to leave a little over k
+  // candidates; 0, i.e. everything, where sampling does not pay), halved until Finish succeeds.
+  void SelectFromSample(absl::Span<const float> a, float scale, size_t k, Gather gather,
+                        OverridesAt overrides_at, std::vector<uint32_t>* indices,
+                        std::vector<float>* values);
   // `parts`, concatenated, must hold (in index order) every position whose plain score
   // |a| * scale reaches `threshold`, and no other (all positions if threshold is 0). Applies
   // the overrides (their own scores decide; `overrides.values` must be set), and if at least k
@@ -128,11 +147,12 @@ class TopKSelector {
   // After a Finish that returned true: the k-th best score (at least the threshold).
   float pivot_score() const { return pivot_score_; }
 
-  // Statistics of the last Select or Finish call.
+  // Statistics of the last Select, SelectFromSample or Finish call.
   const SelectStats& last_stats() const { return stats_; }
-  SelectStats& mutable_stats() { return stats_; }
 
  private:
+  float EstimateThreshold(absl::Span<const float> a, float scale, size_t k);
+
   // The score that marks a candidate dropped by an override below the threshold.
   static constexpr float kDropped = -1.0f;
   // Rewrites in place the scores of the candidates at override positions. False (and nothing
@@ -146,6 +166,7 @@ class TopKSelector {
   uint64_t rng_state_;
   std::vector<float> sample_;
   CandidateList candidates_;             // Select's own, in index order
+  absl::Span<ScoredEntry> candidates_part_;
   std::vector<ScoredEntry> merged_;      // Finish: candidates with the overrides merged in
   absl::Span<ScoredEntry> merged_part_;
   std::vector<size_t> live_;             // ApplyOverrides: the overrides that matter

@@ -178,13 +178,8 @@ int32_t AccumulatePortable(const float* g, const float* e, float* a, size_t begi
     }
     block_max[block / kSelectBlock] = max_bits;
     if (kMasks) {
-      uint64_t mask = 0;
-      if (max_bits >= bound) {
-        for (size_t j = block; j < block_end; ++j) {
-          mask |= static_cast<uint64_t>(MagnitudeBits(a[j]) >= bound) << (j - block);
-        }
-      }
-      masks[(block - begin) / kSelectBlock] = mask;
+      masks[(block - begin) / kSelectBlock] =
+          max_bits >= bound ? BoundMask(a + block, block_end - block, bound) : 0;
     }
   }
   return any_bad;
@@ -367,34 +362,18 @@ class ErrorFeedbackSparsifier : public Sparsifier {
   // from a sampled threshold and a filter over the block maxima, lowered until it does.
   // `overrides_at(t)` gives the overrides for a selection at threshold t: an override whose
   // score is below t may carry any score below t (so a subclass can skip computing it).
-  void SelectTopK(float threshold, absl::FunctionRef<ScoreOverrides(float)> overrides_at,
-                  SparseVector* out) {
+  void SelectTopK(float threshold, TopKSelector::OverridesAt overrides_at, SparseVector* out) {
     const float scale = PlainScale();
-    selector_.mutable_stats() = SelectStats();
-    int passes = 0;
     bool done = false;
     if (threshold > 0.0f) {
-      parts_.clear();
-      for (Lane& lane : lanes_) parts_.push_back(lane.candidates.mutable_span());
-      done = selector_.Finish(parts_, scale, overrides_at(threshold), threshold, k_, &out->indices,
+      done = selector_.Finish(LaneParts(), scale, overrides_at(threshold), threshold, k_, &out->indices,
                               &out->values);
     }
     if (!done) {
-      threshold = selector_.EstimateThreshold(acc_, scale, k_);
-      while (true) {
-        FilterShares(scale, threshold);
-        ++passes;
-        if (selector_.Finish(parts_, scale, overrides_at(threshold), threshold, k_, &out->indices,
-                             &out->values)) {
-          break;
-        }
-        // Missed (the sample was unlucky or the scores are heavy-tailed): retry lower. Halving
-        // converges quickly; once the threshold is tiny take everything.
-        threshold *= 0.5f;
-        if (threshold < 1e-30f) threshold = 0.0f;
-      }
+      selector_.SelectFromSample(
+          acc_, scale, k_, [&](float t) { return FilterShares(scale, t); }, overrides_at,
+          &out->indices, &out->values);
     }
-    selector_.mutable_stats().passes = passes;
     // Next round's guess: this round's suggestion, moved by how much the k-th score moved since
     // last round (error feedback makes scores drift, steadily while it builds up).
     const float pivot = selector_.pivot_score();
@@ -410,10 +389,6 @@ class ErrorFeedbackSparsifier : public Sparsifier {
     sent_.assign(indices.begin(), indices.end());
     sent_zeroed_ = true;
   }
-
-  // Runs fn(t) on every thread of the pool.
-  void RunShares(absl::FunctionRef<void(int)> fn) { pool_.Run(fn); }
-  int threads() const { return pool_.threads(); }
 
   const SparsifierOptions options_;
   const size_t k_;
@@ -460,18 +435,8 @@ class ErrorFeedbackSparsifier : public Sparsifier {
       }
       for (; s < s_end && sent_[s] < chunk_end; ++s) sent_a_[s] = a[sent_[s]];
       if (gather) {
-        // Only the entries the masks flag need the exact test.
-        ScoredEntry* dst = lane.candidates.Reserve(chunk_end - base);
-        size_t written = 0;
-        for (size_t b = 0; base + b * kSelectBlock < chunk_end; ++b) {
-          for (uint64_t m = masks[b]; m != 0; m &= m - 1) {
-            const size_t j = base + b * kSelectBlock + static_cast<size_t>(__builtin_ctzll(m));
-            const float score = std::fabs(a[j]) * scale;
-            dst[written] = ScoredEntry{score, a[j], static_cast<uint32_t>(j)};
-            written += static_cast<size_t>(score >= threshold);
-          }
-        }
-        lane.candidates.Grow(written);
+        AppendMasked(a, base, masks, (chunk_end - base + kSelectBlock - 1) / kSelectBlock, scale,
+                     threshold, &lane.candidates);
         if (lane.candidates.size() > cap) {
           lane.overflow = true;
           gather = false;
@@ -480,8 +445,8 @@ class ErrorFeedbackSparsifier : public Sparsifier {
     }
   }
 
-  // Every share's candidates at `threshold` (all positions if it is 0), into parts_.
-  void FilterShares(float scale, float threshold) {
+  // Every share's candidates at `threshold` (all positions if it is 0).
+  absl::Span<const absl::Span<ScoredEntry>> FilterShares(float scale, float threshold) {
     const size_t d = options_.dim;
     pool_.Run([&](int t) {
       CandidateList& out = lanes_[static_cast<size_t>(t)].candidates;
@@ -492,12 +457,17 @@ class ErrorFeedbackSparsifier : public Sparsifier {
       if (threshold <= 0.0f) {
         AppendAll(a, begin, end, scale, &out);
       } else if (scale > 0.0f) {
-        AppendReaching(a, begin, end, block_max_.data(), scale, threshold,
-                       ReachBound(scale, threshold), &out);
+        AppendReaching(a, begin, end, block_max_.data(), scale, threshold, &out);
       }
     });
+    return LaneParts();
+  }
+
+  // The shares' candidate lists, in index order.
+  absl::Span<const absl::Span<ScoredEntry>> LaneParts() {
     parts_.clear();
     for (Lane& lane : lanes_) parts_.push_back(lane.candidates.mutable_span());
+    return parts_;
   }
 
   void SettleZeros() const {
