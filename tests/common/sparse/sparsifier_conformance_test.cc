@@ -261,5 +261,105 @@ TEST(RandK, DifferentSeedsPickDifferentMasksAndCoverUniformly) {
   EXPECT_NE(other.indices, out.indices);
 }
 
+// From the second round on, Top-k and RegTop-k gather candidates inside the pass at a threshold
+// guessed from the round before, split over the threads. The gradient's scale jumps (x10, x0.01)
+// make the guess far too low (the gather overflows) and far too high (too few candidates), so
+// every path runs; none may change a mask, a value or the error.
+std::vector<float> ScaledGradient(size_t d, int round, std::mt19937& rng) {
+  static constexpr float kScale[] = {1, 1, 1, 10, 10, 1, 0.01f, 0.01f, 1, 1};
+  std::vector<float> g = RandomGradient(d, rng);
+  for (float& x : g) x *= kScale[round % 10];
+  return g;
+}
+
+std::unique_ptr<Sparsifier> MakeThreaded(Algorithm algorithm, size_t d, int threads) {
+  SparsifierOptions o;
+  o.algorithm = algorithm;
+  o.dim = d;
+  o.density = 0.01;
+  o.mu = 2.0;
+  o.weight = 0.25f;
+  o.threads = threads;
+  return *CreateSparsifier(o);
+}
+
+TEST(SparsifierThreads, TopKMatchesAFullSortWhateverTheThreadsAndTheGuess) {
+  const size_t d = 200003, k = KFromDensity(0.01, d);
+  auto one = MakeThreaded(Algorithm::kTopK, d, 1);
+  auto three = MakeThreaded(Algorithm::kTopK, d, 3);
+  std::vector<float> e(d, 0.0f), a(d);
+  std::vector<uint32_t> order(d);
+  std::mt19937 rng(21);
+  SparseVector x, y;
+  for (int round = 0; round < 30; ++round) {
+    const std::vector<float> g = ScaledGradient(d, round, rng);
+    ASSERT_TRUE(one->Compress(g, &x).ok());
+    ASSERT_TRUE(three->Compress(g, &y).ok());
+    for (size_t j = 0; j < d; ++j) a[j] = g[j] + e[j];
+    for (size_t j = 0; j < d; ++j) order[j] = static_cast<uint32_t>(j);
+    std::nth_element(order.begin(), order.begin() + (k - 1), order.end(),
+                     [&](uint32_t p, uint32_t q) {
+                       return std::fabs(a[p]) > std::fabs(a[q]) ||
+                              (std::fabs(a[p]) == std::fabs(a[q]) && p < q);
+                     });
+    std::vector<uint32_t> expected(order.begin(), order.begin() + k);
+    std::sort(expected.begin(), expected.end());
+    ASSERT_EQ(x.indices, expected) << "round " << round;
+    ASSERT_EQ(y.indices, expected) << "round " << round;
+    for (size_t i = 0; i < k; ++i) {
+      ASSERT_EQ(x.values[i], a[expected[i]]);
+      ASSERT_EQ(y.values[i], a[expected[i]]);
+    }
+    e = a;
+    for (uint32_t j : expected) e[j] = 0.0f;
+    // error() settles the zeros the pass defers; most rounds leave them to the next pass.
+    if (round % 3 != 2) continue;
+    ASSERT_TRUE(std::equal(e.begin(), e.end(), one->error().begin(), one->error().end()));
+    ASSERT_TRUE(std::equal(e.begin(), e.end(), three->error().begin(), three->error().end()));
+  }
+}
+
+TEST(SparsifierThreads, RegTopKIsTheSameOnOneAndThreeThreadsAcrossARestore) {
+  const size_t d = 200003;
+  auto one = MakeThreaded(Algorithm::kRegTopK, d, 1);
+  auto three = MakeThreaded(Algorithm::kRegTopK, d, 3);
+  std::mt19937 rng(22);
+  SparseVector x, y;
+  for (int round = 0; round < 30; ++round) {
+    if (round == 15) {
+      // A restore drops the guess and the deferred zeros settle: still the same rounds.
+      auto restored = MakeThreaded(Algorithm::kRegTopK, d, 3);
+      ASSERT_TRUE(restored->ImportState(three->ExportState()).ok());
+      three = std::move(restored);
+    }
+    const std::vector<float> g = ScaledGradient(d, round, rng);
+    ASSERT_TRUE(one->Compress(g, &x).ok());
+    ASSERT_TRUE(three->Compress(g, &y).ok());
+    ASSERT_EQ(x.indices, y.indices) << "round " << round;
+    ASSERT_EQ(x.values, y.values) << "round " << round;
+    ASSERT_EQ(one->last_diagnostic()->not_topk, three->last_diagnostic()->not_topk);
+    ASSERT_EQ(one->last_diagnostic()->topk_repeats, three->last_diagnostic()->topk_repeats);
+    // The aggregate: this worker's share plus a cancelling one on every other entry, so that
+    // some regularised scores fall and the mask moves away from plain Top-k.
+    SparseVector agg = x;
+    for (size_t i = 0; i < agg.nnz(); ++i) agg.values[i] *= (i % 2 == 0) ? 0.25f : -0.5f;
+    ASSERT_TRUE(one->ObserveAggregate(agg).ok());
+    ASSERT_TRUE(three->ObserveAggregate(agg).ok());
+    if (round % 3 != 2) continue;  // as above: leave most deferred zeros to the pass
+    ASSERT_TRUE(std::equal(one->error().begin(), one->error().end(), three->error().begin(),
+                           three->error().end()));
+  }
+}
+
+TEST(SparsifierThreads, RejectsAThreadCountOutOfRange) {
+  for (int threads : {0, 257}) {
+    SparsifierOptions o{Algorithm::kTopK, 100, 0.1};
+    o.threads = threads;
+    auto s = CreateSparsifier(o);
+    ASSERT_FALSE(s.ok());
+    EXPECT_THAT(std::string(s.status().message()), HasSubstr("threads"));
+  }
+}
+
 }  // namespace
 }  // namespace regtopk
