@@ -88,6 +88,7 @@ def main():
     ap.add_argument("--save-model", default="", help="torch.save the state_dict here at the end")
     ap.add_argument("--log-every", type=int, default=100)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="threads that sparsify each gradient")
     for flag in ("tls-ca", "tls-cert", "tls-key", "tls-server-name", "job-secret-file"):
         ap.add_argument(f"--{flag}", default="", help="as regtopk-worker's")
     a = ap.parse_args()
@@ -121,7 +122,8 @@ def main():
         loss_fn = F.cross_entropy
 
     opt = rt.DistributedOptimizer(model, server=a.server, worker_id=a.worker_id,
-                                  num_samples=len(train), state_dir=a.state_dir, **security)
+                                  num_samples=len(train), state_dir=a.state_dir,
+                                  threads=a.threads, **security)
     sent = 0
     loss = torch.tensor(float("nan"))
     local = 0

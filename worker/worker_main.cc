@@ -62,6 +62,9 @@ ABSL_FLAG(std::string, state_dir, "",
 ABSL_FLAG(bool, allow_fresh_state, false,
           "join a running job without saved state (zero error feedback, pulled parameters); the "
           "run is then no longer bit-identical to an uninterrupted one");
+ABSL_FLAG(int, threads, 1,
+          "threads that sparsify each gradient, 1 to 256 (speed only: what is sent is the same "
+          "bit for bit for any number)");
 ABSL_FLAG(int, log_every, 100, "print a progress line on stderr every N rounds; 0 = never");
 ABSL_FLAG(std::string, tls_ca, "",
           "TLS: the CA (PEM) that signs the server's certificate (deploy/make-certs.sh: ca.pem)");
@@ -134,6 +137,7 @@ int main(int argc, char** argv) {
   o.state_dir = absl::GetFlag(FLAGS_state_dir);
   o.allow_fresh_state = absl::GetFlag(FLAGS_allow_fresh_state);
   o.log_every = absl::GetFlag(FLAGS_log_every);
+  o.threads = absl::GetFlag(FLAGS_threads);
   o.tls_ca = absl::GetFlag(FLAGS_tls_ca);
   o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   o.tls_key = absl::GetFlag(FLAGS_tls_key);

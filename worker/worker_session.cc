@@ -105,6 +105,10 @@ absl::StatusOr<std::unique_ptr<WorkerSession>> WorkerSession::Start(
   WorkerSessionOptions options = options_in;
   if (options.session_id == 0) options.session_id = RandomSessionId();
   const uint64_t dim = initial_parameters.size();
+  if (options.threads < 1 || options.threads > 256) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the worker's sparsification threads must be in [1, 256], got ", options.threads));
+  }
   const absl::Time deadline = absl::Now() + options.start_timeout;
   REGTOPK_ASSIGN_OR_RETURN(JoinReply join, JoinWithRetry(client, options, dim));
   if (join.config.checkpoint_every != 0 && options.state_dir.empty()) {
@@ -137,6 +141,7 @@ absl::StatusOr<std::unique_ptr<WorkerSession>> WorkerSession::Start(
   so.mu = join.config.mu;
   so.weight = *join.weight;
   so.seed = join.config.seed + options.worker_id;
+  so.threads = options.threads;
   REGTOPK_ASSIGN_OR_RETURN(std::unique_ptr<Sparsifier> sparsifier, CreateSparsifier(so));
   std::unique_ptr<WorkerSession> session(new WorkerSession(
       client, options, join.config, *join.weight, std::move(sparsifier), {}, join.round));

@@ -49,6 +49,9 @@ struct WorkerSessionOptions {
   // Join a running job without saved state (zero error feedback, pulled parameters and
   // momentum). The run is then no longer bit-identical to an uninterrupted one.
   bool allow_fresh_state = false;
+  // Threads that sparsify each gradient, 1 to 256. Speed only: the picks, values and error
+  // feedback are the same bit for bit for any number.
+  int threads = 1;
   // Random per process (0: one is drawn); tells the server a restarted process from a live one.
   uint64_t session_id = 0;
   // State of the caller's saved and restored with the session's (e.g. the model's buffers,

@@ -105,7 +105,7 @@ class Session {
   Session(const std::string& server, uint32_t worker_id, FloatArray initial,
           const std::string& layout, uint64_t num_samples, const std::string& state_dir,
           bool allow_fresh_state, uint64_t partition_digest, double rpc_timeout,
-          double push_timeout, double start_timeout, double reconnect_timeout,
+          double push_timeout, double start_timeout, double reconnect_timeout, int threads,
           const Security& security) {
     if (initial.ndim() != 1 || initial.size() == 0) {
       throw py::value_error("initial parameters must be a non-empty flat float32 array");
@@ -120,6 +120,7 @@ class Session {
     so.allow_fresh_state = allow_fresh_state;
     so.start_timeout = absl::Seconds(start_timeout);
     so.reconnect_timeout = absl::Seconds(reconnect_timeout);
+    so.threads = threads;
     so.log = [worker_id](const std::string& line) {
       py::gil_scoped_acquire gil;
       py::print(absl::StrCat("regtopk worker ", worker_id, ": ", line),
@@ -255,14 +256,14 @@ PYBIND11_MODULE(_core, m) {
            py::arg("tls_server_name") = "", py::arg("job_secret_file") = "");
   py::class_<Session>(m, "Session")
       .def(py::init<const std::string&, uint32_t, FloatArray, const std::string&, uint64_t,
-                    const std::string&, bool, uint64_t, double, double, double, double,
+                    const std::string&, bool, uint64_t, double, double, double, double, int,
                     const Security&>(),
            py::arg("server"), py::arg("worker_id"), py::arg("initial"), py::arg("layout"),
            py::arg("num_samples") = 1, py::arg("state_dir") = "",
            py::arg("allow_fresh_state") = false, py::arg("partition_digest") = 0,
            py::arg("rpc_timeout") = 30.0, py::arg("push_timeout") = 900.0,
            py::arg("start_timeout") = 300.0, py::arg("reconnect_timeout") = 300.0,
-           py::arg("security") = Security{})
+           py::arg("threads") = 1, py::arg("security") = Security{})
       .def("step", &Session::Step, py::arg("gradient"))
       .def("parameters", [](py::object self) { return self.cast<Session&>().Parameters(self); })
       .def_property_readonly("round", &Session::round)

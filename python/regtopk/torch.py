@@ -56,6 +56,8 @@ class DistributedOptimizer:
       samples). state_dir: where the worker's state is saved before each checkpoint round, so a
       restarted process resumes bit-identically (required when the server checkpoints).
       allow_fresh_state: join a running job without saved state (not bit-identical).
+      threads: threads that sparsify each gradient, 1 to 256 (speed only; what is sent is the
+      same bit for bit for any number).
     Timeouts are in seconds, as the C++ worker's flags. Security, as the C++ worker's flags:
       tls_ca (the CA of the server's certificate), tls_cert / tls_key (this worker's client
       certificate, mutual TLS), tls_server_name, job_secret_file (worker tokens).
@@ -65,8 +67,9 @@ class DistributedOptimizer:
                  num_samples: int = 1, state_dir: str = "", allow_fresh_state: bool = False,
                  partition_digest: int = 0, rpc_timeout: float = 30.0,
                  push_timeout: float = 900.0, start_timeout: float = 300.0,
-                 reconnect_timeout: float = 300.0, tls_ca: str = "", tls_cert: str = "",
-                 tls_key: str = "", tls_server_name: str = "", job_secret_file: str = ""):
+                 reconnect_timeout: float = 300.0, threads: int = 1, tls_ca: str = "",
+                 tls_cert: str = "", tls_key: str = "", tls_server_name: str = "",
+                 job_secret_file: str = ""):
         self.model = model
         # Frozen parameters (requires_grad=False) stay out of the flat vector, as in the C++
         # worker: never sent, never updated.
@@ -85,7 +88,7 @@ class DistributedOptimizer:
             state_dir=state_dir, allow_fresh_state=allow_fresh_state,
             partition_digest=partition_digest, rpc_timeout=rpc_timeout,
             push_timeout=push_timeout, start_timeout=start_timeout,
-            reconnect_timeout=reconnect_timeout,
+            reconnect_timeout=reconnect_timeout, threads=threads,
             security=_security(tls_ca, tls_cert, tls_key, tls_server_name, job_secret_file))
         # The flat gradient handed to C++ (reused), and a zero-copy view of the replica.
         self._grad = torch.zeros(dim, dtype=torch.float32)

@@ -41,7 +41,7 @@ TEST(WorkerMain, LinearRegressionOverGrpcEndsWithEveryReplicaEqualToTheServer) {
     workers.push_back(std::make_unique<Subprocess>(
         kWorker, std::vector<std::string>{absl::StrCat("--server=", address),
                                           absl::StrCat("--worker-id=", w), "--dataset=linreg",
-                                          "--model=linear",
+                                          "--model=linear", absl::StrCat("--threads=", 1 + w),
                                           absl::StrCat("--metrics=", dir, "/w", w, ".jsonl")}));
   }
   for (auto& w : workers) ASSERT_EQ(w->Wait(), 0) << w->stderr_text();
@@ -196,6 +196,8 @@ TEST(WorkerMain, BadFlagsExitTwo) {
        {std::vector<std::string>{"--server=x:1", "--device=tpu"},
         std::vector<std::string>{"--server=x:1", "--partition=dirichlet:-1"},
         std::vector<std::string>{"--batch-size=0", "--server=x:1"},
+        std::vector<std::string>{"--server=x:1", "--threads=0"},
+        std::vector<std::string>{"--server=x:1", "--threads=257"},
         std::vector<std::string>{"--dataset=linreg"}}) {
     Subprocess w(kWorker, args);
     EXPECT_EQ(w.Wait(), 2) << args[0] << " " << w.stderr_text();

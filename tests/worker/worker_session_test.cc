@@ -27,7 +27,9 @@ struct SessionRun {
   std::vector<std::unique_ptr<WorkerSession>> sessions;
   std::vector<std::vector<StepStats>> steps;
 };
-SessionRun RunSessions(const std::vector<ServerClient*>& clients, const std::vector<float>& init) {
+// threads: each worker's sparsification threads (empty: 1 for all).
+SessionRun RunSessions(const std::vector<ServerClient*>& clients, const std::vector<float>& init,
+                       const std::vector<int>& threads_of = {}) {
   const size_t n = clients.size();
   SessionRun run;
   run.sessions.resize(n);
@@ -37,6 +39,7 @@ SessionRun RunSessions(const std::vector<ServerClient*>& clients, const std::vec
     threads.emplace_back([&, w] {
       WorkerSessionOptions so;
       so.worker_id = w;
+      if (!threads_of.empty()) so.threads = threads_of[w];
       auto s = WorkerSession::Start(clients[w], so, init);
       ASSERT_TRUE(s.ok()) << s.status();
       run.sessions[w] = std::move(*s);
@@ -94,6 +97,50 @@ TEST(WorkerSession, ReplicasEqualTheServerAfterRounds) {
     }
     EXPECT_NE(std::memcmp(init.data(), pulled->values.data(), 4 * dim), 0);
    }
+  }
+}
+
+// The worker's sparsification threads are speed only: a job whose workers sparsify on 1, 2 and 3
+// threads ends with parameters bit-equal to the same job on 1 thread each (a dimension of many
+// 16 KiB chunks, so that every thread has a share), for RegTop-k and Top-k. A thread count
+// outside [1, 256] is refused before the worker joins.
+TEST(WorkerSession, SparsificationThreadsDoNotChangeTheJob) {
+  const size_t dim = 300000;
+  std::mt19937 init_rng(5);
+  std::vector<float> init(dim);
+  for (float& x : init) x = std::normal_distribution<float>()(init_rng);
+  for (Algorithm algorithm : {Algorithm::kRegTopK, Algorithm::kTopK}) {
+    std::vector<std::vector<float>> finals;
+    for (const std::vector<int>& threads : {std::vector<int>{1, 1, 1}, std::vector<int>{1, 2, 3}}) {
+      CoordinatorOptions o = Options(3, algorithm, 0.01);
+      o.job.total_rounds = 6;
+      TestServer server(o);
+      std::vector<std::unique_ptr<ServerClient>> clients;
+      for (uint32_t w = 0; w < 3; ++w) clients.push_back(server.NewClient());
+      SessionRun run =
+          RunSessions({clients[0].get(), clients[1].get(), clients[2].get()}, init, threads);
+      for (auto& s : run.sessions) ASSERT_TRUE(s);
+      auto pulled = clients[0]->PullParameters(0);
+      ASSERT_TRUE(pulled.ok()) << pulled.status();
+      ASSERT_EQ(pulled->round, 6u);
+      for (auto& s : run.sessions) {
+        EXPECT_EQ(std::memcmp(s->parameters().data(), pulled->values.data(), 4 * dim), 0);
+      }
+      finals.push_back(pulled->values);
+    }
+    EXPECT_EQ(std::memcmp(finals[0].data(), finals[1].data(), 4 * dim), 0)
+        << AlgorithmName(algorithm);
+    EXPECT_NE(std::memcmp(finals[0].data(), init.data(), 4 * dim), 0);
+  }
+  TestServer server(Options(1, Algorithm::kTopK, 0.01));
+  auto client = server.NewClient();
+  for (int bad : {0, 257}) {
+    WorkerSessionOptions so;
+    so.threads = bad;
+    auto s = WorkerSession::Start(client.get(), so, init);
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(s.status().message().find("threads"), std::string::npos) << s.status();
   }
 }
 

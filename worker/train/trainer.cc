@@ -37,6 +37,9 @@ absl::Status TrainerOptions::Validate() const {
   if (server.empty()) return absl::InvalidArgumentError("--server is required (host:port)");
   if (batch_size < 1) return absl::InvalidArgumentError("--batch-size must be >= 1");
   if (eval_every < 0) return absl::InvalidArgumentError("--eval-every must be >= 0");
+  if (threads < 1 || threads > 256) {
+    return absl::InvalidArgumentError(absl::StrCat("--threads must be in [1, 256], got ", threads));
+  }
   if (device != "auto" && device != "cpu" && device != "cuda") {
     return absl::InvalidArgumentError(
         absl::StrCat("--device must be auto, cpu or cuda, got '", device, "'"));
@@ -285,6 +288,7 @@ absl::Status RunWorker(const TrainerOptions& o) {
     so.reconnect_timeout = o.reconnect_timeout;
     so.state_dir = o.state_dir;
     so.allow_fresh_state = o.allow_fresh_state;
+    so.threads = o.threads;
     so.log = log;
     // The job's size first (the data split depends on the number of workers).
     REGTOPK_ASSIGN_OR_RETURN(JoinReply job, WorkerSession::Probe(client.get(), so, dim));

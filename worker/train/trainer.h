@@ -57,6 +57,8 @@ struct TrainerOptions {
   std::string state_dir;
   // Join a running job without saved state (the run is then not bit-identical).
   bool allow_fresh_state = false;
+  // Threads that sparsify each gradient (WorkerSessionOptions::threads), 1 to 256.
+  int threads = 1;
   // A progress line on stderr every N rounds; 0 = none.
   int log_every = 100;
   // Transport security and identity (GrpcClientOptions): the CA that signs the server's
