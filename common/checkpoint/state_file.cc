@@ -185,11 +185,6 @@ absl::StatusOr<StateFile> StateFile::Read(const std::string& path, absl::string_
   if (d.size() < sizeof(kMagic) + 8 + 4 + 8 || std::memcmp(d.data(), kMagic, sizeof(kMagic)) != 0) {
     return corrupt("no regtopk state header");
   }
-  uint64_t stored;
-  std::memcpy(&stored, d.data() + d.size() - 8, 8);
-  if (DigestBytes(absl::string_view(d.data(), d.size() - 8)) != stored) {
-    return corrupt("checksum mismatch");
-  }
   size_t at = sizeof(kMagic);
   auto take = [&](size_t n) -> const char* {
     if (n > d.size() - 8 - at) return nullptr;
@@ -205,6 +200,13 @@ absl::StatusOr<StateFile> StateFile::Read(const std::string& path, absl::string_
     return absl::FailedPreconditionError(absl::StrCat("state file '", path, "' has format version ",
                                                       version, "; this build reads version ",
                                                       kStateFileVersion));
+  }
+  // The version first: a file of another version may checksum differently (version 1 used an
+  // older digest), and "written by another version" is the error that helps.
+  uint64_t stored;
+  std::memcpy(&stored, d.data() + d.size() - 8, 8);
+  if (DigestBytes(absl::string_view(d.data(), d.size() - 8)) != stored) {
+    return corrupt("checksum mismatch");
   }
   if (!(p = take(4))) return corrupt("short header");
   std::memcpy(&kind_len, p, 4);

@@ -21,7 +21,8 @@
 
 namespace regtopk {
 
-inline constexpr uint32_t kStateFileVersion = 1;
+// 2: the checksum is the vectorized digest (common/wire/digest.h); 1 used the older one.
+inline constexpr uint32_t kStateFileVersion = 2;
 
 class StateFileWriter {
  public:

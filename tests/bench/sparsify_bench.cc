@@ -10,6 +10,9 @@
 //                                    ops with torch::topk
 //   BM_Floor                         one streaming pass a = g + e over the same buffers, split
 //                                    over `threads` threads as the sparsifier splits its pass
+//   BM_Digest                        the parameter digest (DigestFloats) of d floats; the
+//                                    "read_ratio" counter is its time over a bare read of the
+//                                    same bytes (a sum of 8-byte words), interleaved
 // Densities are in parts per million. Every round's gradient is a window of d entries at a
 // pseudo-random offset into one fixed array of 2d normal samples: a different gradient every
 // round (as training gives) at no cost. Run with OMP_NUM_THREADS=1.
@@ -25,6 +28,7 @@
 #include "absl/types/span.h"
 #include "common/parallel/task_pool.h"
 #include "common/sparse/sparsifier.h"
+#include "common/wire/digest.h"
 
 namespace regtopk {
 namespace {
@@ -194,6 +198,32 @@ void BM_Floor(benchmark::State& state) {
   for (auto _ : state) floor.Run(Gradient(round++).data());
 }
 
+// The digest against the floor of any function of every byte: one read of them. Each iteration
+// reads a different window of the normals (out of cache, as a fresh replica would be).
+void BM_Digest(benchmark::State& state) {
+  uint64_t round = 0;
+  double digest_s = 0, read_s = 0;
+  for (auto _ : state) {
+    absl::Span<const float> v = Gradient(round++);
+    // Whole 8-byte words from an 8-byte boundary, as a bare read can take them.
+    const uint64_t* words = reinterpret_cast<const uint64_t*>(
+        reinterpret_cast<uintptr_t>(v.data() + 1) & ~uintptr_t{7});
+    auto t0 = std::chrono::steady_clock::now();
+    uint64_t sum = 0;
+    for (size_t i = 0; i < (kDim - 2) / 2; ++i) sum += words[i];
+    benchmark::DoNotOptimize(sum);
+    read_s += Seconds(t0);
+    v = Gradient(round++);
+    t0 = std::chrono::steady_clock::now();
+    benchmark::DoNotOptimize(DigestFloats(v));
+    const double dt = Seconds(t0);
+    digest_s += dt;
+    state.SetIterationTime(dt);
+  }
+  state.counters["read_ms"] = 1e3 * read_s / static_cast<double>(state.iterations());
+  state.counters["read_ratio"] = digest_s / read_s;
+}
+
 // Densities in parts per million: 1000 = 0.1 %, 10000 = 1 %.
 // {density_ppm, warmup rounds, threads}: from a zero error, and near the steady state.
 void OursArgs(benchmark::internal::Benchmark* b) {
@@ -220,6 +250,7 @@ BENCHMARK(BM_RegTopK_Torch)
     ->Arg(10000)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Floor)->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Digest)->UseManualTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace regtopk

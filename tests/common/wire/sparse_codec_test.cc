@@ -1,5 +1,6 @@
 #include "common/wire/sparse_codec.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -157,6 +158,26 @@ TEST(Digest, DependsOnEveryBitAndOnLength) {
   }
   v.push_back(0.0f);
   EXPECT_NE(DigestFloats(v), base);
+}
+
+// The digest's accumulators are sums within a 1 KiB block: stripes (64 bytes) that trade places
+// inside a block, whole blocks that trade places, and a lone word moved to another lane must
+// all change it.
+TEST(Digest, DependsOnOrder) {
+  std::vector<float> v(4096);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(i) * 0.5f - 7.0f;
+  const uint64_t base = DigestFloats(v);
+  auto swapped = [&](size_t a, size_t b, size_t n) {
+    std::vector<float> w = v;
+    std::swap_ranges(w.begin() + a, w.begin() + a + n, w.begin() + b);
+    return DigestFloats(w);
+  };
+  EXPECT_NE(swapped(0, 16, 16), base);     // stripes 0 and 1 of block 0
+  EXPECT_NE(swapped(16, 240, 16), base);   // stripes 1 and 15
+  EXPECT_NE(swapped(0, 256, 256), base);   // blocks 0 and 1
+  EXPECT_NE(swapped(0, 2, 2), base);       // words 0 and 1 of a stripe
+  std::vector<float> zeros(4096, 0.0f), shorter(4095, 0.0f);
+  EXPECT_NE(DigestFloats(zeros), DigestFloats(shorter));  // the zero-padded tail
 }
 
 }  // namespace
