@@ -265,7 +265,7 @@ absl::StatusOr<JoinResult> Coordinator::Join(uint32_t worker_id, uint64_t num_sa
     mu_.Await(absl::Condition(+[](bool* stepping) { return !*stepping; }, &stepping_));
     r.config = options_.job;
     r.round = machine_.round();
-    r.upload_parameters = params_ == nullptr;
+    r.upload_parameters = params_ == nullptr && !uploading_.has_value();
     if (WeightsKnownLocked()) r.weight = weights_[worker_id];
     r.committed_round = committed_round_;
     held = params_;  // its digest is an O(d) pass: computed below, outside the lock
@@ -309,24 +309,40 @@ absl::Status Coordinator::RollBack(uint64_t round, uint32_t restarted_worker) {
   return absl::OkStatus();
 }
 
-absl::Status Coordinator::CanUpload(uint32_t worker_id) {
+absl::Status Coordinator::BeginUpload(uint32_t worker_id) {
   absl::MutexLock lock(&mu_);
   if (worker_id >= joined_.size() || !joined_[worker_id]) {
     return absl::FailedPreconditionError(
         absl::StrCat("worker ", worker_id, " must join before uploading parameters"));
   }
   if (params_ != nullptr) return absl::FailedPreconditionError("the server already holds parameters");
+  if (uploading_.has_value()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("worker ", *uploading_, " is uploading the parameters; pull them when it is done"));
+  }
+  uploading_ = worker_id;
   return absl::OkStatus();
+}
+
+void Coordinator::AbandonUpload(uint32_t worker_id) {
+  absl::MutexLock lock(&mu_);
+  if (uploading_ == worker_id) uploading_.reset();
 }
 
 absl::Status Coordinator::UploadParameters(uint32_t worker_id, std::vector<float> values) {
   // Check the values before taking the lock: the scan of a large model must not stall pushes.
   const size_t bad = FindNonFinite(values);
   if (bad != values.size()) {
+    AbandonUpload(worker_id);
     return absl::InvalidArgumentError(
         absl::StrCat("uploaded parameter ", bad, " is not finite: ", values[bad]));
   }
   absl::MutexLock lock(&mu_);
+  if (uploading_.has_value() && *uploading_ != worker_id) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("worker ", *uploading_, " is uploading the parameters; pull them when it is done"));
+  }
+  uploading_.reset();
   if (worker_id >= joined_.size() || !joined_[worker_id]) {
     return absl::FailedPreconditionError(
         absl::StrCat("worker ", worker_id, " must join before uploading parameters"));

@@ -123,8 +123,16 @@ class Coordinator {
 
   // Installs the initial parameters. FAILED_PRECONDITION: worker not joined, or parameters
   // already present. INVALID_ARGUMENT: wrong length or a non-finite value.
-  // OK if `worker_id` joined and the server holds no parameters yet (an upload would be taken).
-  absl::Status CanUpload(uint32_t worker_id);
+  // Reserves the one upload the server takes, before the upload allocates its model-sized
+  // buffer: OK if `worker_id` joined, the server holds no parameters yet and no upload is in
+  // progress. Until that worker's UploadParameters or AbandonUpload, every other upload is
+  // refused (FAILED_PRECONDITION; its worker pulls instead) and joins are not asked to upload:
+  // one buffer however many workers start at once.
+  absl::Status BeginUpload(uint32_t worker_id);
+  // Releases `worker_id`'s reservation (its upload stream ended without parameters).
+  void AbandonUpload(uint32_t worker_id);
+  // Also releases the caller's reservation, whatever the result. FAILED_PRECONDITION too when
+  // another worker holds the reservation.
   absl::Status UploadParameters(uint32_t worker_id, std::vector<float> values);
 
   // The current parameters (shared, not copied: see ParameterSnapshot; a copy of the optimizer
@@ -209,6 +217,8 @@ class Coordinator {
   // Null until uploaded. Shared with pulls in flight; written only through
   // MutableParamsLocked.
   std::shared_ptr<std::vector<float>> params_ ABSL_GUARDED_BY(mu_);
+  // The worker whose parameter upload is in progress (BeginUpload), if any.
+  std::optional<uint32_t> uploading_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<Optimizer> optimizer_ ABSL_GUARDED_BY(mu_);
   // The compressed downlink's state (null when it is off). Created with the optimizer and never
   // replaced. The closer thread uses it outside mu_ while a round closes; RollBack and

@@ -173,12 +173,18 @@ grpc::ServerUnaryReactor* ParameterServerService::GetStatus(grpc::CallbackServer
   return reactor;
 }
 
-// Collects the uploaded chunks in order, then hands the whole buffer to the coordinator.
+// Collects the uploaded chunks in order, then hands the whole buffer to the coordinator. Only
+// the upload holding the coordinator's reservation allocates the buffer.
 class UploadReactor final : public Handler<grpc::ServerReadReactor<v1::ParameterChunk>> {
  public:
   UploadReactor(ParameterServerService* service, grpc::CallbackServerContext* context)
       : service_(service), context_(context) {
     StartRead(&chunk_);
+  }
+  // An upload that ends without handing its parameters over (a bad chunk, a cancelled or dead
+  // client) frees the reservation for the next one.
+  ~UploadReactor() override {
+    if (reserved_) service_->coordinator_->AbandonUpload(worker_id_);
   }
 
   void OnReadDone(bool ok) override {
@@ -188,6 +194,7 @@ class UploadReactor final : public Handler<grpc::ServerReadReactor<v1::Parameter
         return Done(InvalidArgument(
             absl::StrCat("upload ended after ", received_, " of ", dim_, " parameters")));
       }
+      reserved_ = false;  // UploadParameters releases it, whatever its result
       return Done(
           ToGrpcStatus(service_->coordinator_->UploadParameters(worker_id_, std::move(values_))));
     }
@@ -207,9 +214,10 @@ class UploadReactor final : public Handler<grpc::ServerReadReactor<v1::Parameter
                          expected, " (join first)")));
       }
       // The state check before the O(d) buffer: only the joined worker an upload is due from.
-      if (absl::Status ok = service_->coordinator_->CanUpload(worker_id_); !ok.ok()) {
+      if (absl::Status ok = service_->coordinator_->BeginUpload(worker_id_); !ok.ok()) {
         return Done(ToGrpcStatus(ok));
       }
+      reserved_ = true;
       try {
         values_.resize(dim_);
       } catch (const std::bad_alloc&) {
@@ -240,6 +248,7 @@ class UploadReactor final : public Handler<grpc::ServerReadReactor<v1::Parameter
   grpc::CallbackServerContext* const context_;
   v1::ParameterChunk chunk_;
   bool started_ = false;
+  bool reserved_ = false;  // holds the coordinator's upload reservation
   uint32_t worker_id_ = 0;
   uint64_t dim_ = 0;
   uint64_t received_ = 0;

@@ -157,13 +157,26 @@ absl::StatusOr<std::unique_ptr<WorkerSession>> WorkerSession::Start(
     session->params_ = std::move(initial_parameters);
     return session;
   }
-  REGTOPK_ASSIGN_OR_RETURN(PulledParameters pulled,
-                           RetryWhileNotReady<PulledParameters>(
-                               [&] {
-                                 // Before round 0 the optimizer state is zero: no need to pull it.
-                                 return client->PullParameters(options.worker_id, join.round > 0);
-                               },
-                               deadline, "the initial parameters"));
+  REGTOPK_ASSIGN_OR_RETURN(
+      PulledParameters pulled,
+      RetryWhileNotReady<PulledParameters>(
+          [&]() -> absl::StatusOr<PulledParameters> {
+            // Before round 0 the optimizer state is zero: no need to pull it.
+            absl::StatusOr<PulledParameters> p =
+                client->PullParameters(options.worker_id, join.round > 0);
+            if (p.ok() || p.status().code() != absl::StatusCode::kFailedPrecondition) return p;
+            // No parameters yet. The server takes one upload at a time: if the worker that held
+            // it went away, the next join asks this worker to upload, and the next pull gets them.
+            absl::StatusOr<JoinReply> again = JoinWithRetry(client, options, dim);
+            if (!again.ok()) return again.status();
+            if (again->upload_parameters) {
+              absl::Status s = client->UploadParameters(options.worker_id, initial_parameters);
+              if (!s.ok() && s.code() != absl::StatusCode::kFailedPrecondition) return s;
+              if (s.ok()) session->Log("uploaded the initial parameters in place of a worker whose upload ended");
+            }
+            return p;
+          },
+          deadline, "the initial parameters"));
   if (pulled.values.size() != dim) {
     return absl::DataLossError(
         absl::StrCat("pulled ", pulled.values.size(), " parameters, expected ", dim));

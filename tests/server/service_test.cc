@@ -367,14 +367,6 @@ SparseVector Full(size_t dim) {
   return v;
 }
 
-// A raw stub, so a test can cancel a call in the middle of its stream.
-std::unique_ptr<v1::ParameterServer::Stub> RawStub(TestServer& server) {
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
-  return v1::ParameterServer::NewStub(
-      grpc::CreateCustomChannel(server.address(), grpc::InsecureChannelCredentials(), args));
-}
-
 // Writes the chunks of `payload` from byte 0 up to `upto` as worker 0's push of round 0 (and
 // half-closes the stream if that is the whole payload).
 void WriteRawPush(grpc::ClientReaderWriter<v1::PushChunk, v1::AggregateChunk>* stream,
@@ -395,20 +387,41 @@ TEST(Cancellation, AnUploadCancelledHalfwayInstallsNothing) {
   TestServer server(Options(1, Algorithm::kTopK, 0.01));
   auto client = server.NewClient();
   ASSERT_TRUE(client->Join(0, 1, dim, 1).ok());
-  auto stub = RawStub(server);
-  grpc::ClientContext context;
-  v1::UploadParametersResponse response;
-  auto writer = stub->UploadParameters(&context, &response);
-  v1::ParameterChunk chunk;
-  chunk.set_worker_id(0);
-  chunk.set_dim(dim);
-  std::vector<float> part(kChunkBytes / 4, 1.0f);
-  chunk.set_values(reinterpret_cast<const char*>(part.data()), kChunkBytes);
-  ASSERT_TRUE(writer->Write(chunk));
-  context.TryCancel();
-  EXPECT_EQ(writer->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  HeldUpload held(server, 0, dim);
+  ASSERT_TRUE(AwaitUploadOffer(server.coordinator(), 0, dim, 1, false));  // its chunk arrived
+  EXPECT_EQ(held.Cancel(), grpc::StatusCode::CANCELLED);
   EXPECT_FALSE(server.coordinator().GetStatus().parameters_ready);
+  // The cancelled upload's reservation is released (on the server's threads, soon after).
+  ASSERT_TRUE(AwaitUploadOffer(server.coordinator(), 0, dim, 1, true));
   EXPECT_TRUE(client->UploadParameters(0, std::vector<float>(dim, 0.5f)).ok());  // still possible
+}
+
+// The server takes one parameter upload at a time (one model-sized buffer, however many workers
+// start at once): while worker 0's upload is in progress, joins are not asked to upload and
+// worker 1's upload is refused naming worker 0; once worker 0's stream dies, worker 1 is asked
+// to upload and its upload is installed.
+TEST(Upload, OneAtATimeAndADeadUploadFreesItsPlace) {
+  const size_t dim = 600000;
+  TestServer server(Options(2, Algorithm::kTopK, 0.01));
+  auto c0 = server.NewClient();
+  auto c1 = server.NewClient();
+  ASSERT_TRUE(c0->Join(0, 1, dim, 1).ok());
+  ASSERT_TRUE(c1->Join(1, 1, dim, 1).ok());
+  auto held = std::make_unique<HeldUpload>(server, 0, dim);
+  ASSERT_TRUE(AwaitUploadOffer(server.coordinator(), 1, dim, 1, false));
+  const absl::Status refused = c1->UploadParameters(1, std::vector<float>(dim, 0.5f));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  EXPECT_THAT(std::string(refused.message()), ::testing::HasSubstr("worker 0 is uploading"));
+  EXPECT_EQ(server.coordinator().GetParameters().status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  held.reset();  // worker 0 goes away mid-upload
+  ASSERT_TRUE(AwaitUploadOffer(server.coordinator(), 1, dim, 1, true));
+  ASSERT_TRUE(c1->UploadParameters(1, std::vector<float>(dim, 0.5f)).ok());
+  auto p = server.coordinator().GetParameters();
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ((*p->values)[dim - 1], 0.5f);
+  EXPECT_EQ(c0->UploadParameters(0, std::vector<float>(dim, 1.0f)).code(),
+            absl::StatusCode::kFailedPrecondition);  // too late: the parameters are there
 }
 
 TEST(Cancellation, APushCancelledWhileStreamingInIsNotCountedAsMalformed) {

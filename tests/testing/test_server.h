@@ -7,6 +7,8 @@
 
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/wire/chunking.h"
@@ -15,6 +17,7 @@
 #include "server/coordinator.h"
 #include "server/service.h"
 #include "client/server_client.h"
+#include "regtopk/v1/parameter_server.grpc.pb.h"
 
 namespace regtopk {
 
@@ -79,6 +82,59 @@ class TestServer {
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
 };
+
+// A raw stub, so a test can cancel a call in the middle of its stream.
+inline std::unique_ptr<v1::ParameterServer::Stub> RawStub(const TestServer& server) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  return v1::ParameterServer::NewStub(
+      grpc::CreateCustomChannel(server.address(), grpc::InsecureChannelCredentials(), args));
+}
+
+// A parameter upload by `worker` (joined with `dim` parameters) held open after its first
+// chunk: it holds the server's upload reservation until Cancel. Wait for the server to have
+// seen the chunk with AwaitUploadOffer(..., false).
+class HeldUpload {
+ public:
+  HeldUpload(const TestServer& server, uint32_t worker, size_t dim)
+      : stub_(RawStub(server)), writer_(stub_->UploadParameters(&context_, &response_)) {
+    v1::ParameterChunk chunk;
+    chunk.set_worker_id(worker);
+    chunk.set_dim(dim);
+    std::vector<float> part(std::min(dim, kChunkBytes / 4), 1.0f);
+    chunk.set_values(reinterpret_cast<const char*>(part.data()), 4 * part.size());
+    EXPECT_TRUE(writer_->Write(chunk));
+  }
+  ~HeldUpload() { Cancel(); }
+  // Cancels the stream; returns its final status code.
+  grpc::StatusCode Cancel() {
+    if (done_) return code_;
+    done_ = true;
+    context_.TryCancel();
+    return code_ = writer_->Finish().error_code();
+  }
+
+ private:
+  grpc::ClientContext context_;
+  v1::UploadParametersResponse response_;
+  std::unique_ptr<v1::ParameterServer::Stub> stub_;
+  std::unique_ptr<grpc::ClientWriter<v1::ParameterChunk>> writer_;
+  bool done_ = false;
+  grpc::StatusCode code_ = grpc::StatusCode::OK;
+};
+
+// Re-joins `worker` until the server's "upload the parameters" answer is `want` (an upload's
+// reservation is taken and released on the server's threads); false after 10 s.
+inline bool AwaitUploadOffer(Coordinator& c, uint32_t worker, size_t dim, uint64_t layout,
+                             bool want) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (absl::Now() < deadline) {
+    absl::StatusOr<JoinResult> j = c.Join(worker, 1, dim, layout);
+    if (j.ok() && j->upload_parameters == want) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
 
 }  // namespace regtopk
 

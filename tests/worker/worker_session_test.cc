@@ -144,6 +144,44 @@ TEST(WorkerSession, SparsificationThreadsDoNotChangeTheJob) {
   }
 }
 
+// The server takes one parameter upload at a time. A worker that starts while another's upload
+// is in progress pulls; if that upload dies (its worker went away), the pulling worker is asked
+// to upload at its next re-join, uploads its own initial parameters and starts from them.
+TEST(WorkerSession, TakesOverTheUploadOfAWorkerThatWentAway) {
+  const size_t dim = 300000;
+  TestServer server(Options(2, Algorithm::kTopK, 0.01));
+  auto c0 = server.NewClient();
+  auto c1 = server.NewClient();
+  ASSERT_TRUE(c0->Join(0, 1, dim, 7).ok());
+  auto held = std::make_unique<HeldUpload>(server, 0, dim);
+  ASSERT_TRUE(AwaitUploadOffer(server.coordinator(), 0, dim, 7, false));
+  absl::Mutex mu;
+  std::vector<std::string> log;
+  absl::StatusOr<std::unique_ptr<WorkerSession>> session;
+  std::thread starter([&] {
+    WorkerSessionOptions so;
+    so.worker_id = 1;
+    so.layout_digest = 7;
+    so.start_timeout = absl::Seconds(30);
+    so.log = [&](const std::string& line) {
+      absl::MutexLock lock(&mu);
+      log.push_back(line);
+    };
+    session = WorkerSession::Start(c1.get(), so, std::vector<float>(dim, 0.25f));
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // worker 1 is pulling by now
+  held.reset();
+  starter.join();
+  ASSERT_TRUE(session.ok()) << session.status();
+  EXPECT_EQ((*session)->parameters()[dim - 1], 0.25f);
+  auto p = server.coordinator().GetParameters();
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(std::memcmp(p->values->data(), (*session)->parameters().data(), 4 * dim), 0);
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(log.size(), 1u);
+  EXPECT_NE(log[0].find("in place of a worker whose upload ended"), std::string::npos) << log[0];
+}
+
 // The opt-in compressed downlink: the server sends the top k' of aggregate + carried error, and
 // every worker applies exactly that, as the server does: after the job the replicas equal the
 // server's parameters bit for bit (and the digests every 3 rounds never asked for a re-pull),
