@@ -492,17 +492,15 @@ class ErrorFeedbackSparsifier : public Sparsifier {
   float last_pivot_ = 0.0f;  // the k-th best score of the last round (0: none)
 };
 
-// Entries two sorted index lists share.
+// Entries two sorted index lists share. Branch-free: at 1 % the lists interleave at random,
+// and a branchy merge mispredicted about once per step (0.9 ms a round at d = 11.2 M).
 size_t CountCommon(absl::Span<const uint32_t> x, absl::Span<const uint32_t> y) {
-  size_t common = 0;
-  for (size_t i = 0, j = 0; i < x.size() && j < y.size();) {
-    if (x[i] < y[j]) {
-      ++i;
-    } else if (y[j] < x[i]) {
-      ++j;
-    } else {
-      ++common, ++i, ++j;
-    }
+  size_t common = 0, i = 0, j = 0;
+  while (i < x.size() && j < y.size()) {
+    const uint32_t a = x[i], b = y[j];
+    common += static_cast<size_t>(a == b);
+    i += static_cast<size_t>(a <= b);
+    j += static_cast<size_t>(b <= a);
   }
   return common;
 }
@@ -523,8 +521,23 @@ class TopKSparsifier final : public ErrorFeedbackSparsifier {
     // round nothing was sent (nothing repeats); after a restore the last mask is unknown.
     if (!options_.mask_diagnostic) return;
     diagnostic_.reset();
-    if (prev_known_) diagnostic_ = MaskDiagnostic{k_, 0, CountCommon(sent.indices, this->sent())};
+    if (prev_known_) diagnostic_ = MaskDiagnostic{k_, 0, Repeats(sent)};
     prev_known_ = true;
+  }
+  // How many of last round's positions P are in this round's mask: those whose |a| beats the
+  // k-th best score. a at P is the pass's copy, so this is a scan of |P| floats rather than a
+  // merge of two index lists; only a tie with the k-th best score (whose index then decides)
+  // needs the merge.
+  size_t Repeats(const SparseVector& sent) const {
+    const float pivot = selector_.pivot_score();
+    size_t above = 0;
+    bool tie = false;
+    for (float v : sent_a()) {
+      const float score = std::fabs(v);
+      above += static_cast<size_t>(score > pivot);
+      tie |= score == pivot;
+    }
+    return tie ? CountCommon(sent.indices, this->sent()) : above;
   }
   void ImportExtra(const SparsifierState&) override {
     // The state carries no previous mask: the next round's repeats are unknown.
@@ -672,13 +685,29 @@ class RegTopKSparsifier final : public ErrorFeedbackSparsifier {
     // there are none (a is small where e was just zeroed), and then T = R.
     float weakest = std::numeric_limits<float>::infinity();
     for (float v : picks.values) weakest = std::min(weakest, std::fabs(v));
+    // Which entries of P were picked, from their scores: the last selection's override scores
+    // (0 where |a| was below its threshold, and the pivot is at least that) against the k-th
+    // best score. A branch-free scan of |P|; only a tie with the k-th best score (whose index
+    // then decides) needs the merge of the two index lists.
+    const float pivot = selector_.pivot_score();
     size_t repeats = 0, rivals = 0;
-    for (size_t i = 0, p = 0; p < prev.size(); ++p) {
-      while (i < k && picks.indices[i] < prev[p]) ++i;
-      if (i < k && picks.indices[i] == prev[p]) {
-        ++repeats;
-      } else if (std::fabs(prev_a[p]) >= weakest) {
-        ++rivals;
+    bool tie = false;
+    for (size_t p = 0; p < prev.size(); ++p) {
+      const float score = override_scores_[p];
+      const bool picked = score > pivot;
+      tie |= score == pivot;
+      repeats += static_cast<size_t>(picked);
+      rivals += static_cast<size_t>(!picked && std::fabs(prev_a[p]) >= weakest);
+    }
+    if (tie) {
+      repeats = rivals = 0;
+      for (size_t i = 0, p = 0; p < prev.size(); ++p) {
+        while (i < k && picks.indices[i] < prev[p]) ++i;
+        if (i < k && picks.indices[i] == prev[p]) {
+          ++repeats;
+        } else if (std::fabs(prev_a[p]) >= weakest) {
+          ++rivals;
+        }
       }
     }
     if (rivals == 0) {

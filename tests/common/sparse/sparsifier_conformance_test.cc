@@ -1,6 +1,7 @@
 // The conformance suite every Sparsifier implementation passes.
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <limits>
 #include <random>
 #include <vector>
@@ -291,6 +292,7 @@ TEST(SparsifierThreads, TopKMatchesAFullSortWhateverTheThreadsAndTheGuess) {
   std::vector<uint32_t> order(d);
   std::mt19937 rng(21);
   SparseVector x, y;
+  std::vector<uint32_t> previous;  // last round's mask
   for (int round = 0; round < 30; ++round) {
     const std::vector<float> g = ScaledGradient(d, round, rng);
     ASSERT_TRUE(one->Compress(g, &x).ok());
@@ -310,6 +312,13 @@ TEST(SparsifierThreads, TopKMatchesAFullSortWhateverTheThreadsAndTheGuess) {
       ASSERT_EQ(x.values[i], a[expected[i]]);
       ASSERT_EQ(y.values[i], a[expected[i]]);
     }
+    // The diagnostic's repeats: the mask's overlap with last round's.
+    std::vector<uint32_t> both;
+    std::set_intersection(expected.begin(), expected.end(), previous.begin(), previous.end(),
+                          std::back_inserter(both));
+    ASSERT_EQ(one->last_diagnostic()->topk_repeats, both.size()) << "round " << round;
+    ASSERT_EQ(three->last_diagnostic()->topk_repeats, both.size()) << "round " << round;
+    previous = expected;
     e = a;
     for (uint32_t j : expected) e[j] = 0.0f;
     // error() settles the zeros the pass defers; most rounds leave them to the next pass.
