@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/sparse/aggregate.h"
+#include "common/parallel/task_pool.h"
 #include "common/status/status_macros.h"
 #include "common/wire/digest.h"
 #include "common/wire/sparse_codec.h"
@@ -627,6 +628,7 @@ void Coordinator::CloserLoop() {
   std::vector<float> weights;
   SparseVector aggregate;
   SparseAggregator aggregator(options_.threads);
+  TaskPool encoder(options_.threads);  // the aggregate's encoding, split by entry range
   while (true) {
     std::vector<SparseVector> pushes;
     DownlinkCompressor* downlink = nullptr;
@@ -658,9 +660,9 @@ void Coordinator::CloserLoop() {
     const absl::Time t1 = absl::Now();
     // The encoding needs only the aggregate, so it is done before the step, outside the lock.
     if (options_.force_dense_aggregate) {
-      EncodeSparse(aggregate, dim, SparseFormat::kDense, &result->encoded);
+      EncodeSparse(aggregate, dim, SparseFormat::kDense, &result->encoded, &encoder);
     } else {
-      EncodeSparseSmallest(aggregate, dim, &result->encoded);
+      EncodeSparseSmallest(aggregate, dim, &result->encoded, &encoder);
     }
     const absl::Time t2 = absl::Now();
     result->nnz = aggregate.nnz();

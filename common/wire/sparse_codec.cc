@@ -1,9 +1,13 @@
 #include "common/wire/sparse_codec.h"
 
+#include <algorithm>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include "absl/base/config.h"
 #include "absl/strings/str_cat.h"
+#include "common/parallel/task_pool.h"
 
 namespace regtopk {
 namespace {
@@ -66,81 +70,160 @@ absl::Status BadVarint(VarintRead r, absl::string_view what) {
 
 }  // namespace
 
-size_t EncodedSize(SparseView v, size_t dim, SparseFormat format) {
-  const size_t nnz = v.nnz();
-  switch (format) {
-    case SparseFormat::kSparse: {
-      size_t bytes = HeaderSize(dim, nnz) + 4 * nnz;
-      uint64_t prev = 0;
-      for (size_t i = 0; i < nnz; ++i) {
-        bytes += VarintSize(i == 0 ? v.indices[0] : v.indices[i] - prev - 1);
-        prev = v.indices[i];
-      }
-      return bytes;
-    }
-    case SparseFormat::kBitmap:
-      return HeaderSize(dim, nnz) + (dim + 7) / 8 + 4 * nnz;
-    case SparseFormat::kDense:
-      return HeaderSize(dim, dim) + 4 * dim;
+namespace {
+
+// Below this many entries one thread encodes: the split would cost more than it saves.
+constexpr size_t kParallelEntries = 1 << 15;
+
+// Calls fn(t, begin, end) for each of T nearly equal shares [begin, end) of [0, n): on the
+// pool's threads when there is a pool and n is large enough, else once for all of [0, n).
+// Returns T.
+template <typename F>
+int ForShares(TaskPool* pool, size_t n, F fn) {
+  const int parts = pool != nullptr && n >= kParallelEntries ? pool->threads() : 1;
+  if (parts == 1) {
+    fn(0, size_t{0}, n);
+    return 1;
   }
-  return 0;
+  pool->Run([&](int t) {
+    size_t begin, end;
+    TaskPool::Share(n, 1, parts, t, &begin, &end);
+    fn(t, begin, end);
+  });
+  return parts;
 }
 
-SparseFormat SmallestFormat(SparseView v, size_t dim) {
-  const size_t bitmap = EncodedSize(v, dim, SparseFormat::kBitmap);
-  const size_t dense = EncodedSize(v, dim, SparseFormat::kDense);
+uint64_t Gap(SparseView v, size_t i) {
+  return i == 0 ? v.indices[0] : uint64_t{v.indices[i]} - v.indices[i - 1] - 1;
+}
+
+// The gap varints' bytes of each share of the entries (as ForShares cuts them).
+std::vector<size_t> GapBytes(SparseView v, TaskPool* pool) {
+  std::vector<size_t> bytes(pool != nullptr ? static_cast<size_t>(pool->threads()) : 1, 0);
+  const int parts = ForShares(pool, v.nnz(), [&](int t, size_t begin, size_t end) {
+    size_t b = 0;
+    for (size_t i = begin; i < end; ++i) b += VarintSize(Gap(v, i));
+    bytes[static_cast<size_t>(t)] = b;
+  });
+  bytes.resize(static_cast<size_t>(parts));
+  return bytes;
+}
+
+size_t Sum(const std::vector<size_t>& x) {
+  size_t s = 0;
+  for (size_t b : x) s += b;
+  return s;
+}
+
+size_t FixedSize(size_t nnz, size_t dim, SparseFormat format) {
+  return format == SparseFormat::kBitmap ? HeaderSize(dim, nnz) + (dim + 7) / 8 + 4 * nnz
+                                         : HeaderSize(dim, dim) + 4 * dim;
+}
+
+// The format with the smallest encoding, and (if it is kSparse) its gap bytes by share.
+SparseFormat Smallest(SparseView v, size_t dim, TaskPool* pool, std::vector<size_t>* gap_bytes) {
+  const size_t bitmap = FixedSize(v.nnz(), dim, SparseFormat::kBitmap);
+  const size_t dense = FixedSize(v.nnz(), dim, SparseFormat::kDense);
   // The sparse size is at least header + 5 bytes per entry; skip computing it exactly when
   // that bound already loses.
   const size_t sparse_lower_bound = HeaderSize(dim, v.nnz()) + 5 * v.nnz();
   if (sparse_lower_bound <= std::min(bitmap, dense)) {
-    const size_t sparse = EncodedSize(v, dim, SparseFormat::kSparse);
+    *gap_bytes = GapBytes(v, pool);
+    const size_t sparse = HeaderSize(dim, v.nnz()) + Sum(*gap_bytes) + 4 * v.nnz();
     if (sparse <= bitmap && sparse <= dense) return SparseFormat::kSparse;
   }
   return bitmap <= dense ? SparseFormat::kBitmap : SparseFormat::kDense;
 }
 
-void EncodeSparse(SparseView v, size_t dim, SparseFormat format, std::string* out) {
+char* PutVarintAt(uint64_t v, char* p) {
+  while (v >= 0x80) {
+    *p++ = static_cast<char>((v & 0x7f) | 0x80);
+    v >>= 7;
+  }
+  *p++ = static_cast<char>(v);
+  return p;
+}
+
+// The encoding; `gap_bytes` are GapBytes(v, pool) for kSparse, or empty (computed here).
+void Encode(SparseView v, size_t dim, SparseFormat format, TaskPool* pool,
+            std::vector<size_t> gap_bytes, std::string* out) {
   out->clear();
   const size_t nnz = v.nnz();
-  // The exact sparse size costs a pass over the indices (SmallestFormat may just have made
-  // one); a bound of 5 varint + 4 value bytes per entry is enough to reserve.
-  out->reserve(format == SparseFormat::kSparse ? HeaderSize(dim, nnz) + 9 * nnz
-                                               : EncodedSize(v, dim, format));
   out->push_back(static_cast<char>(format));
   PutVarint(dim, out);
+  PutVarint(format == SparseFormat::kDense ? dim : nnz, out);
+  const size_t header = out->size();
   switch (format) {
     case SparseFormat::kSparse: {
-      PutVarint(nnz, out);
-      uint64_t prev = 0;
-      for (size_t i = 0; i < nnz; ++i) {
-        PutVarint(i == 0 ? v.indices[0] : v.indices[i] - prev - 1, out);
-        prev = v.indices[i];
-      }
-      out->append(reinterpret_cast<const char*>(v.values.data()), 4 * nnz);
+      if (gap_bytes.empty()) gap_bytes = GapBytes(v, pool);
+      const size_t gaps = Sum(gap_bytes);
+      out->resize(header + gaps + 4 * nnz);
+      char* base = out->data();
+      ForShares(pool, nnz, [&](int t, size_t begin, size_t end) {
+        size_t at = header;
+        for (int s = 0; s < t; ++s) at += gap_bytes[static_cast<size_t>(s)];
+        char* p = base + at;
+        for (size_t i = begin; i < end; ++i) p = PutVarintAt(Gap(v, i), p);
+        if (end > begin) std::memcpy(base + header + gaps + 4 * begin, &v.values[begin], 4 * (end - begin));
+      });
       break;
     }
     case SparseFormat::kBitmap: {
-      PutVarint(nnz, out);
-      const size_t at = out->size();
-      out->append((dim + 7) / 8, '\0');
-      char* bits = &(*out)[at];
-      for (uint32_t j : v.indices) bits[j >> 3] = static_cast<char>(bits[j >> 3] | (1 << (j & 7)));
-      out->append(reinterpret_cast<const char*>(v.values.data()), 4 * nnz);
+      const size_t bitmap = (dim + 7) / 8;
+      out->resize(header + bitmap + 4 * nnz);  // zero-filled
+      char* bits = out->data() + header;
+      char* values = bits + bitmap;
+      // Shares of the entries; an entry's bit may share its byte with the previous share's
+      // last entry, so each share sets the bits of the entries whose byte starts in it.
+      ForShares(pool, nnz, [&](int, size_t begin, size_t end) {
+        // Move begin and end to the first entry of a byte: whole bytes per share, no races.
+        auto byte_start = [&](size_t i) {
+          while (i > 0 && i < nnz && (v.indices[i - 1] >> 3) == (v.indices[i] >> 3)) --i;
+          return i;
+        };
+        const size_t from = byte_start(begin), to = end == nnz ? nnz : byte_start(end);
+        for (size_t i = from; i < to; ++i) {
+          const uint32_t j = v.indices[i];
+          bits[j >> 3] = static_cast<char>(bits[j >> 3] | (1 << (j & 7)));
+        }
+        if (end > begin) std::memcpy(values + 4 * begin, &v.values[begin], 4 * (end - begin));
+      });
       break;
     }
     case SparseFormat::kDense: {
-      PutVarint(dim, out);
-      const size_t at = out->size();
-      out->append(4 * dim, '\0');
-      char* values = &(*out)[at];
-      for (size_t i = 0; i < nnz; ++i) std::memcpy(values + 4 * v.indices[i], &v.values[i], 4);
+      out->resize(header + 4 * dim);  // zero-filled
+      char* values = out->data() + header;
+      ForShares(pool, nnz, [&](int, size_t begin, size_t end) {
+        for (size_t i = begin; i < end; ++i) std::memcpy(values + 4 * v.indices[i], &v.values[i], 4);
+      });
       break;
     }
   }
 }
 
-void EncodeSparseSmallest(SparseView v, size_t dim, std::string* out) {
-  EncodeSparse(v, dim, SmallestFormat(v, dim), out);
+}  // namespace
+
+size_t EncodedSize(SparseView v, size_t dim, SparseFormat format) {
+  if (format == SparseFormat::kSparse) {
+    return HeaderSize(dim, v.nnz()) + Sum(GapBytes(v, nullptr)) + 4 * v.nnz();
+  }
+  return FixedSize(v.nnz(), dim, format);
+}
+
+SparseFormat SmallestFormat(SparseView v, size_t dim) {
+  std::vector<size_t> unused;
+  return Smallest(v, dim, nullptr, &unused);
+}
+
+void EncodeSparse(SparseView v, size_t dim, SparseFormat format, std::string* out,
+                  TaskPool* pool) {
+  Encode(v, dim, format, pool, {}, out);
+}
+
+void EncodeSparseSmallest(SparseView v, size_t dim, std::string* out, TaskPool* pool) {
+  std::vector<size_t> gap_bytes;
+  const SparseFormat format = Smallest(v, dim, pool, &gap_bytes);
+  Encode(v, dim, format, pool, std::move(gap_bytes), out);
 }
 
 absl::Status PeekSparseHeader(absl::string_view bytes, SparseHeader* header) {

@@ -20,6 +20,8 @@
 
 namespace regtopk {
 
+class TaskPool;
+
 enum class SparseFormat : uint8_t { kSparse = 1, kBitmap = 2, kDense = 3 };
 
 // Encoded size of `v` in `format`, in bytes.
@@ -29,10 +31,12 @@ size_t EncodedSize(SparseView v, size_t dim, SparseFormat format);
 SparseFormat SmallestFormat(SparseView v, size_t dim);
 
 // Appends the encoding of `v` to `*out` (cleared first). Preconditions: ValidateSparse(v, dim,
-// ...) is OK; dim < 2^32.
-void EncodeSparse(SparseView v, size_t dim, SparseFormat format, std::string* out);
+// ...) is OK; dim < 2^32. With a `pool`, the work (the gaps' sizes, the varints, the bitmap,
+// the values) is split over its threads by entry or byte range; the bytes are the same.
+void EncodeSparse(SparseView v, size_t dim, SparseFormat format, std::string* out,
+                  TaskPool* pool = nullptr);
 // EncodeSparse with SmallestFormat.
-void EncodeSparseSmallest(SparseView v, size_t dim, std::string* out);
+void EncodeSparseSmallest(SparseView v, size_t dim, std::string* out, TaskPool* pool = nullptr);
 
 // Decodes `bytes` into `*out`, checking that it is a complete, well-formed encoding of a vector
 // of dimension `dim` with at most `max_nnz` entries (kDense counts as dim entries), every value

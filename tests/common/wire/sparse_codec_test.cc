@@ -5,7 +5,9 @@
 #include <cstring>
 #include <random>
 #include <set>
+#include <utility>
 
+#include "common/parallel/task_pool.h"
 #include "common/wire/digest.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -70,6 +72,56 @@ std::string Encode(const SparseVector& v, size_t dim, SparseFormat f) {
   std::string s;
   EncodeSparse(v, dim, f, &s);
   return s;
+}
+
+// Encoding on several threads (the server's --threads) gives the same bytes as on one, in every
+// format, for vectors large enough to be split: random ones, runs of consecutive indices (many
+// entries per bitmap byte, so share boundaries fall inside bytes), and gaps of every varint
+// length.
+TEST(SparseCodec, EncodingOnThreadsGivesTheSameBytes) {
+  std::mt19937 rng(11);
+  std::vector<std::pair<size_t, SparseVector>> cases;
+  cases.emplace_back(20000000, RandomSparse(20000000, 300000, rng));  // sparse wins
+  cases.emplace_back(400000, RandomSparse(400000, 100000, rng));      // bitmap wins
+  cases.emplace_back(120000, RandomSparse(120000, 110000, rng));      // dense wins
+  SparseVector runs;  // runs of 9 consecutive indices every 50, then a few huge gaps
+  for (uint32_t base = 0; base < 3000000; base += 50) {
+    for (uint32_t j = 0; j < 9; ++j) {
+      runs.indices.push_back(base + j);
+      runs.values.push_back(static_cast<float>(base + j) * 0.5f);
+    }
+  }
+  for (uint32_t j : {3100000u, 90000000u, 2000000000u}) {
+    runs.indices.push_back(j);
+    runs.values.push_back(-1.0f);
+  }
+  cases.emplace_back(size_t{2100000000}, runs);
+  for (int threads : {2, 3, 7}) {
+    TaskPool pool(threads);
+    for (const auto& [dim, v] : cases) {
+      for (SparseFormat format : {SparseFormat::kSparse, SparseFormat::kBitmap, SparseFormat::kDense}) {
+        if (format == SparseFormat::kDense && dim > 50000000) continue;  // 8 GB of zeros
+        if (format == SparseFormat::kBitmap && dim > 1000000000) continue;
+        std::string one, many;
+        EncodeSparse(v, dim, format, &one);
+        EncodeSparse(v, dim, format, &many, &pool);
+        ASSERT_EQ(one.size(), EncodedSize(v, dim, format));
+        ASSERT_TRUE(one == many) << "threads " << threads << " dim " << dim << " format "
+                                 << static_cast<int>(format);
+      }
+      std::string one, many;
+      EncodeSparseSmallest(v, dim, &one);
+      EncodeSparseSmallest(v, dim, &many, &pool);
+      ASSERT_TRUE(one == many) << "threads " << threads << " dim " << dim;
+      SparseVector back;
+      ASSERT_TRUE(DecodeSparse(many, dim, v.nnz(), &back).ok());
+      ASSERT_EQ(back.indices, v.indices);
+    }
+  }
+  std::string small;  // below the split's threshold, and empty
+  TaskPool pool(3);
+  EncodeSparseSmallest(SparseVector{}, 100, &small, &pool);
+  EXPECT_EQ(small, [] { std::string s; EncodeSparseSmallest(SparseVector{}, 100, &s); return s; }());
 }
 
 TEST(SparseCodec, RejectsMalformedEncodings) {
