@@ -159,9 +159,10 @@ using CacheAlignedFloats = std::vector<float, CacheAlignedAllocator<float>>;
 // The pass's kernel over [begin, end) (begin a multiple of kSelectBlock): a = g + e, each
 // block's largest MagnitudeBits in block_max, and, if `masks` is set, for each block a bit per
 // entry whose MagnitudeBits reach `bound` (masks[0] for the first block). Returns nonzero if
-// some a is not finite (an integer test on the exponent bits, which catches a non-finite g and
-// an overflow of g + e alike). The flag, the maxima and the masks ride along in registers: the
-// memory traffic is that of a bare a = g + e.
+// some a is not finite: inf and NaN have the largest magnitude bits, so a block maximum at or
+// above infinity's tells (which catches a non-finite g and an overflow of g + e alike). The
+// maxima and the masks ride along in registers: the memory traffic is that of a bare
+// a = g + e.
 template <bool kMasks>
 int32_t AccumulatePortable(const float* g, const float* e, float* a, size_t begin, size_t end,
                            int32_t* block_max, int32_t bound, uint64_t* masks) {
@@ -172,10 +173,10 @@ int32_t AccumulatePortable(const float* g, const float* e, float* a, size_t begi
     for (size_t j = block; j < block_end; ++j) {
       const float x = g[j] + e[j];
       a[j] = x;
-      const int32_t m = MagnitudeBits(x);
-      any_bad |= static_cast<int32_t>(m >= 0x7f800000);
-      max_bits = std::max(max_bits, m);
+      max_bits = std::max(max_bits, MagnitudeBits(x));
     }
+    // Inf and NaN have the largest magnitude bits: the block's maximum tells.
+    any_bad |= static_cast<int32_t>(max_bits >= 0x7f800000);
     block_max[block / kSelectBlock] = max_bits;
     if (kMasks) {
       masks[(block - begin) / kSelectBlock] =
@@ -194,9 +195,8 @@ __attribute__((target("avx2"))) int32_t AccumulateAvx2(const float* g, const flo
                                                         int32_t* block_max, int32_t bound,
                                                         uint64_t* masks) {
   const __m256i magnitude = _mm256_set1_epi32(0x7fffffff);
-  const __m256i largest_finite = _mm256_set1_epi32(0x7f7fffff);
   const __m256i below_bound = _mm256_set1_epi32(bound - 1);
-  __m256i bad = _mm256_setzero_si256();
+  int32_t any_bad = 0;
   size_t block = begin;
   for (; block + kSelectBlock <= end; block += kSelectBlock) {
     __m256i max_bits = _mm256_setzero_si256();
@@ -206,7 +206,6 @@ __attribute__((target("avx2"))) int32_t AccumulateAvx2(const float* g, const flo
           _mm256_add_ps(_mm256_loadu_ps(g + block + v), _mm256_loadu_ps(e + block + v));
       _mm256_storeu_ps(a + block + v, x);
       const __m256i m = _mm256_and_si256(_mm256_castps_si256(x), magnitude);
-      bad = _mm256_or_si256(bad, _mm256_cmpgt_epi32(m, largest_finite));
       max_bits = _mm256_max_epi32(max_bits, m);
       if (kMasks) {
         const int hits = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(m, below_bound)));
@@ -217,10 +216,11 @@ __attribute__((target("avx2"))) int32_t AccumulateAvx2(const float* g, const flo
                               _mm256_extracti128_si256(max_bits, 1));
     h = _mm_max_epi32(h, _mm_shuffle_epi32(h, 0x4e));
     h = _mm_max_epi32(h, _mm_shuffle_epi32(h, 0xb1));
-    block_max[block / kSelectBlock] = _mm_cvtsi128_si32(h);
+    const int32_t block_bits = _mm_cvtsi128_si32(h);
+    block_max[block / kSelectBlock] = block_bits;
+    any_bad |= static_cast<int32_t>(block_bits >= 0x7f800000);  // inf and NaN are the largest
     if (kMasks) masks[(block - begin) / kSelectBlock] = mask;
   }
-  int32_t any_bad = _mm256_testz_si256(bad, bad) ? 0 : 1;
   if (block < end) {  // a short last block
     any_bad |= AccumulatePortable<kMasks>(g, e, a, block, end, block_max, bound,
                                           kMasks ? masks + (block - begin) / kSelectBlock : nullptr);

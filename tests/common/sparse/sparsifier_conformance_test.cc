@@ -4,6 +4,7 @@
 #include <iterator>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "common/sparse/sparsifier.h"
@@ -166,14 +167,17 @@ TEST_P(SparsifierConformance, RejectsNonFiniteGradientAndChangesNothing) {
   ASSERT_TRUE(s->Compress(RandomGradient(d, rng), &out).ok());
   ASSERT_TRUE(s->ObserveAggregate(out).ok());
   const std::vector<float> error_before(s->error().begin(), s->error().end());
-  for (float bad :
-       {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
-    std::vector<float> g = RandomGradient(d, rng);
-    g[4321] = bad;
-    absl::Status st = s->Compress(g, &out);
-    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_THAT(std::string(st.message()), HasSubstr("4321"));
-    EXPECT_EQ(std::vector<float>(s->error().begin(), s->error().end()), error_before);
+  // In a whole 64-entry block (the vector kernel) and in the short last one (d = 78 * 64 + 8).
+  for (size_t at : {size_t{4321}, size_t{4995}}) {
+    for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                      -std::numeric_limits<float>::infinity()}) {
+      std::vector<float> g = RandomGradient(d, rng);
+      g[at] = bad;
+      absl::Status st = s->Compress(g, &out);
+      EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_THAT(std::string(st.message()), HasSubstr(std::to_string(at)));
+      EXPECT_EQ(std::vector<float>(s->error().begin(), s->error().end()), error_before);
+    }
   }
   // Still usable afterwards.
   EXPECT_TRUE(s->Compress(RandomGradient(d, rng), &out).ok());
