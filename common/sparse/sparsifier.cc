@@ -158,22 +158,34 @@ using CacheAlignedFloats = std::vector<float, CacheAlignedAllocator<float>>;
 
 // The pass's kernel over [begin, end) (begin a multiple of kSelectBlock): a = g + e, each
 // block's largest MagnitudeBits in block_max, and, if `masks` is set, for each block a bit per
-// entry whose MagnitudeBits reach `bound` (masks[0] for the first block). Returns nonzero if
+// entry whose MagnitudeBits reach `bound` (masks[0] for the first block). If `zeros` is set, e
+// counts as 0 where its bit is set (zeros[0] for the first block, a bit per entry): last round's
+// sent positions, whose zeros the pass never writes. Returns nonzero if
 // some a is not finite: inf and NaN have the largest magnitude bits, so a block maximum at or
 // above infinity's tells (which catches a non-finite g and an overflow of g + e alike). The
 // maxima and the masks ride along in registers: the memory traffic is that of a bare
 // a = g + e.
 template <bool kMasks>
 int32_t AccumulatePortable(const float* g, const float* e, float* a, size_t begin, size_t end,
-                           int32_t* block_max, int32_t bound, uint64_t* masks) {
+                           int32_t* block_max, int32_t bound, uint64_t* masks,
+                           const uint64_t* zeros) {
   int32_t any_bad = 0;
   for (size_t block = begin; block < end; block += kSelectBlock) {
     const size_t block_end = std::min(end, block + kSelectBlock);
+    const uint64_t z = zeros != nullptr ? zeros[(block - begin) / kSelectBlock] : 0;
     int32_t max_bits = 0;
-    for (size_t j = block; j < block_end; ++j) {
-      const float x = g[j] + e[j];
-      a[j] = x;
-      max_bits = std::max(max_bits, MagnitudeBits(x));
+    if (z == 0) {
+      for (size_t j = block; j < block_end; ++j) {
+        const float x = g[j] + e[j];
+        a[j] = x;
+        max_bits = std::max(max_bits, MagnitudeBits(x));
+      }
+    } else {
+      for (size_t j = block; j < block_end; ++j) {
+        const float x = g[j] + (((z >> (j - block)) & 1) != 0 ? 0.0f : e[j]);
+        a[j] = x;
+        max_bits = std::max(max_bits, MagnitudeBits(x));
+      }
     }
     // Inf and NaN have the largest magnitude bits: the block's maximum tells.
     any_bad |= static_cast<int32_t>(max_bits >= 0x7f800000);
@@ -193,17 +205,24 @@ template <bool kMasks>
 __attribute__((target("avx2"))) int32_t AccumulateAvx2(const float* g, const float* e, float* a,
                                                         size_t begin, size_t end,
                                                         int32_t* block_max, int32_t bound,
-                                                        uint64_t* masks) {
+                                                        uint64_t* masks, const uint64_t* zeros) {
   const __m256i magnitude = _mm256_set1_epi32(0x7fffffff);
   const __m256i below_bound = _mm256_set1_epi32(bound - 1);
+  const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
   int32_t any_bad = 0;
   size_t block = begin;
   for (; block + kSelectBlock <= end; block += kSelectBlock) {
     __m256i max_bits = _mm256_setzero_si256();
     uint64_t mask = 0;
+    const uint64_t z = zeros != nullptr ? zeros[(block - begin) / kSelectBlock] : 0;
     for (size_t v = 0; v < kSelectBlock; v += 8) {
-      const __m256 x =
-          _mm256_add_ps(_mm256_loadu_ps(g + block + v), _mm256_loadu_ps(e + block + v));
+      __m256 ev = _mm256_loadu_ps(e + block + v);
+      if (z != 0) {  // lanes whose bit is set read e as 0
+        const __m256i bits = _mm256_and_si256(
+            _mm256_set1_epi32(static_cast<int>((z >> v) & 0xff)), lane_bit);
+        ev = _mm256_andnot_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(bits, lane_bit)), ev);
+      }
+      const __m256 x = _mm256_add_ps(_mm256_loadu_ps(g + block + v), ev);
       _mm256_storeu_ps(a + block + v, x);
       const __m256i m = _mm256_and_si256(_mm256_castps_si256(x), magnitude);
       max_bits = _mm256_max_epi32(max_bits, m);
@@ -222,25 +241,29 @@ __attribute__((target("avx2"))) int32_t AccumulateAvx2(const float* g, const flo
     if (kMasks) masks[(block - begin) / kSelectBlock] = mask;
   }
   if (block < end) {  // a short last block
+    const size_t at = (block - begin) / kSelectBlock;
     any_bad |= AccumulatePortable<kMasks>(g, e, a, block, end, block_max, bound,
-                                          kMasks ? masks + (block - begin) / kSelectBlock : nullptr);
+                                          kMasks ? masks + at : nullptr,
+                                          zeros != nullptr ? zeros + at : nullptr);
   }
   return any_bad;
 }
 #endif
 
 int32_t AccumulateBlocks(const float* g, const float* e, float* a, size_t begin, size_t end,
-                         int32_t* block_max, int32_t bound, uint64_t* masks) {
+                         int32_t* block_max, int32_t bound, uint64_t* masks,
+                         const uint64_t* zeros) {
 #if defined(__x86_64__) && defined(__GNUC__)
   static const bool avx2 = __builtin_cpu_supports("avx2");
   if (avx2) {
-    return masks != nullptr ? AccumulateAvx2<true>(g, e, a, begin, end, block_max, bound, masks)
-                            : AccumulateAvx2<false>(g, e, a, begin, end, block_max, bound, masks);
+    return masks != nullptr
+               ? AccumulateAvx2<true>(g, e, a, begin, end, block_max, bound, masks, zeros)
+               : AccumulateAvx2<false>(g, e, a, begin, end, block_max, bound, masks, zeros);
   }
 #endif
   return masks != nullptr
-             ? AccumulatePortable<true>(g, e, a, begin, end, block_max, bound, masks)
-             : AccumulatePortable<false>(g, e, a, begin, end, block_max, bound, masks);
+             ? AccumulatePortable<true>(g, e, a, begin, end, block_max, bound, masks, zeros)
+             : AccumulatePortable<false>(g, e, a, begin, end, block_max, bound, masks, zeros);
 }
 
 // The error-feedback loop shared by Top-k, Rand-k and RegTop-k: a = g + e, pick k positions of
@@ -249,12 +272,12 @@ int32_t AccumulateBlocks(const float* g, const float* e, float* a, size_t begin,
 // One pass over memory does nearly all the work, split into contiguous shares over the
 // options' threads and, within a share, into chunks small enough to stay in cache. For each
 // chunk it
-//   1. zeroes e at last round's sent positions (deferred from last round, where they would have
-//      been scattered writes into a cold 4·d-byte buffer),
-//   2. writes a = g + e, with each 64-entry block's largest magnitude and a finiteness flag
-//      riding along in registers,
-//   3. copies a at last round's sent positions (RegTop-k's regularised entries), and
-//   4. appends the entries whose score reaches a predicted threshold (last round's, adjusted;
+//   1. writes a = g + e, reading e as 0 at last round's sent positions (whose zeros are never
+//      written: they would be stores to lines the stream has not reached, a miss each, and e
+//      is scratch after the round), with each 64-entry block's largest magnitude (which also
+//      tells a non-finite value) and reach mask riding along in registers,
+//   2. copies a at last round's sent positions (RegTop-k's regularised entries), and
+//   3. appends the entries whose score reaches a predicted threshold (last round's, adjusted;
 //      Top-k and RegTop-k) to the share's candidate list, while the chunk is still in cache.
 // The selection then needs no further pass over a unless the prediction left fewer than k
 // candidates (or far too many): then a sampled threshold and a filter over the block maxima
@@ -278,9 +301,8 @@ class ErrorFeedbackSparsifier : public Sparsifier {
     if (absl::Status s = CheckLength(gradient, d); !s.ok()) return s;
     if (absl::Status s = BeforeCompress(); !s.ok()) return s;
     // Accumulate into a scratch buffer, not into e: if a value turns out non-finite, e is left
-    // untouched (apart from the deferred zeros, which it holds logically anyway). Testing
-    // a = g + e (an integer test on the exponent bits) catches a non-finite g and an overflow
-    // of g + e alike.
+    // untouched (its deferred zeros still pending). Testing a = g + e (an integer test on the
+    // exponent bits) catches a non-finite g and an overflow of g + e alike.
     sent_a_.resize(sent_.size());
     const float scale = PlainScale();
     const float threshold = scale > 0.0f ? predicted_threshold_ : 0.0f;
@@ -292,11 +314,11 @@ class ErrorFeedbackSparsifier : public Sparsifier {
       extracted = extracted && !lane.overflow;
     }
     if (bad != d) return NonFiniteError(gradient, bad, !std::isfinite(gradient[bad]));
-    sent_zeroed_ = true;
     Choose(extracted ? threshold : 0.0f, out);
     AfterCompress(*out);
-    // e = a with the sent entries zeroed; the old e becomes next round's scratch, and the zeros
-    // are written by the next pass (or by error() / ExportState, whichever comes first).
+    // e = a with the sent entries zeroed; the old e (its zeros still unwritten) becomes next
+    // round's scratch. The new zeros are read as such by the next pass, and written only if
+    // error() or ExportState asks first.
     std::swap(error_, acc_);
     sent_.assign(out->indices.begin(), out->indices.end());
     sent_zeroed_ = false;
@@ -422,13 +444,23 @@ class ErrorFeedbackSparsifier : public Sparsifier {
     float* a = acc_.data();
     int32_t* block_max = block_max_.data();
     uint64_t masks[kChunk / kSelectBlock];
+    uint64_t zeros[kChunk / kSelectBlock];
     for (size_t base = begin; base < end; base += kChunk) {
       const size_t chunk_end = std::min(end, base + kChunk);
-      if (!sent_zeroed_) {
-        for (size_t i = s; i < s_end && sent_[i] < chunk_end; ++i) e[sent_[i]] = 0.0f;
+      // Last round's sent positions read e as 0 (a bit per entry): writing the zeros into e
+      // here would store to lines the stream has not reached yet, a miss each. e is scratch
+      // after this round (the swap below), so they are never needed there.
+      const uint64_t* chunk_zeros = nullptr;
+      if (!sent_zeroed_ && s < s_end && sent_[s] < chunk_end) {
+        std::fill(std::begin(zeros), std::end(zeros), uint64_t{0});
+        for (size_t i = s; i < s_end && sent_[i] < chunk_end; ++i) {
+          const size_t at = sent_[i] - base;
+          zeros[at / kSelectBlock] |= uint64_t{1} << (at % kSelectBlock);
+        }
+        chunk_zeros = zeros;
       }
-      const int32_t any_bad =
-          AccumulateBlocks(g, e, a, base, chunk_end, block_max, bound, gather ? masks : nullptr);
+      const int32_t any_bad = AccumulateBlocks(g, e, a, base, chunk_end, block_max, bound,
+                                               gather ? masks : nullptr, chunk_zeros);
       if (any_bad) {
         lane.bad = base + FindNonFinite(absl::MakeConstSpan(a + base, chunk_end - base));
         return;
@@ -480,7 +512,7 @@ class ErrorFeedbackSparsifier : public Sparsifier {
   std::vector<Lane> lanes_;
   std::vector<absl::Span<ScoredEntry>> parts_;
   // e, except that while !sent_zeroed_ the entries at sent_ still hold the a they were sent
-  // with (error() and ExportState settle them; so does the next pass).
+  // with (error() and ExportState settle them; the next pass reads them as 0).
   mutable CacheAlignedFloats error_;
   mutable bool sent_zeroed_ = true;
   CacheAlignedFloats acc_;
