@@ -160,11 +160,10 @@ using CacheAlignedFloats = std::vector<float, CacheAlignedAllocator<float>>;
 // block's largest MagnitudeBits in block_max, and, if `masks` is set, for each block a bit per
 // entry whose MagnitudeBits reach `bound` (masks[0] for the first block). If `zeros` is set, e
 // counts as 0 where its bit is set (zeros[0] for the first block, a bit per entry): last round's
-// sent positions, whose zeros the pass never writes. Returns nonzero if
-// some a is not finite: inf and NaN have the largest magnitude bits, so a block maximum at or
-// above infinity's tells (which catches a non-finite g and an overflow of g + e alike). The
-// maxima and the masks ride along in registers: the memory traffic is that of a bare
-// a = g + e.
+// sent positions, whose zeros the pass never writes. Returns nonzero if some a is not finite:
+// inf and NaN have the largest magnitude bits, so a block maximum at or above infinity's tells
+// (which catches a non-finite g and an overflow of g + e alike). The maxima and the masks ride
+// along in registers: the memory traffic is that of a bare a = g + e.
 template <bool kMasks>
 int32_t AccumulatePortable(const float* g, const float* e, float* a, size_t begin, size_t end,
                            int32_t* block_max, int32_t bound, uint64_t* masks,
