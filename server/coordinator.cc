@@ -13,8 +13,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
-#include "common/sparse/aggregate.h"
 #include "common/parallel/task_pool.h"
+#include "common/sparse/aggregate.h"
 #include "common/status/status_macros.h"
 #include "common/wire/digest.h"
 #include "common/wire/sparse_codec.h"
@@ -50,6 +50,11 @@ absl::Status ApplyPushLimits(const JobConfig& job, SparseVector* grad, bool* cli
 // How often a round that waits for a missing worker says so.
 constexpr absl::Duration kWaitingLogInterval = absl::Seconds(10);
 
+absl::Status UploadInProgress(uint32_t uploader) {
+  return absl::FailedPreconditionError(absl::StrCat(
+      "worker ", uploader, " is uploading the parameters; pull them when it is done"));
+}
+
 }  // namespace
 
 absl::Status CoordinatorOptions::Validate() const {
@@ -60,9 +65,7 @@ absl::Status CoordinatorOptions::Validate() const {
   if (job.checkpoint_every != 0 && checkpoints == nullptr) {
     return absl::InvalidArgumentError("checkpoint_every needs a checkpoint folder");
   }
-  if (threads < 1 || threads > 256) {
-    return absl::InvalidArgumentError(absl::StrCat("threads must be in [1, 256], got ", threads));
-  }
+  REGTOPK_RETURN_IF_ERROR(ValidateThreadCount(threads, "threads"));
   if (clock == nullptr) return absl::InvalidArgumentError("clock is null");
   if (resume && resume->job.num_workers != job.num_workers) {
     return absl::InvalidArgumentError("the checkpoint to resume is of another job");
@@ -318,8 +321,7 @@ absl::Status Coordinator::BeginUpload(uint32_t worker_id) {
   }
   if (params_ != nullptr) return absl::FailedPreconditionError("the server already holds parameters");
   if (uploading_.has_value()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("worker ", *uploading_, " is uploading the parameters; pull them when it is done"));
+    return UploadInProgress(*uploading_);
   }
   uploading_ = worker_id;
   return absl::OkStatus();
@@ -340,8 +342,7 @@ absl::Status Coordinator::UploadParameters(uint32_t worker_id, std::vector<float
   }
   absl::MutexLock lock(&mu_);
   if (uploading_.has_value() && *uploading_ != worker_id) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("worker ", *uploading_, " is uploading the parameters; pull them when it is done"));
+    return UploadInProgress(*uploading_);
   }
   uploading_.reset();
   if (worker_id >= joined_.size() || !joined_[worker_id]) {

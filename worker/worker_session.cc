@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/parallel/task_pool.h"
 #include "common/status/status_macros.h"
 #include "common/wire/digest.h"
 #include "common/wire/sparse_codec.h"
@@ -105,10 +106,8 @@ absl::StatusOr<std::unique_ptr<WorkerSession>> WorkerSession::Start(
   WorkerSessionOptions options = options_in;
   if (options.session_id == 0) options.session_id = RandomSessionId();
   const uint64_t dim = initial_parameters.size();
-  if (options.threads < 1 || options.threads > 256) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the worker's sparsification threads must be in [1, 256], got ", options.threads));
-  }
+  REGTOPK_RETURN_IF_ERROR(
+      ValidateThreadCount(options.threads, "the worker's sparsification threads"));
   const absl::Time deadline = absl::Now() + options.start_timeout;
   REGTOPK_ASSIGN_OR_RETURN(JoinReply join, JoinWithRetry(client, options, dim));
   if (join.config.checkpoint_every != 0 && options.state_dir.empty()) {

@@ -2,7 +2,15 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
+
 namespace regtopk {
+
+absl::Status ValidateThreadCount(int threads, absl::string_view what) {
+  if (threads >= 1 && threads <= kMaxThreads) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(what, " must be in [1, ", kMaxThreads, "], got ", threads));
+}
 
 TaskPool::TaskPool(int threads) : threads_(std::max(1, threads)) {
   for (int t = 1; t < threads_; ++t) helpers_.emplace_back([this, t] { HelperLoop(t); });

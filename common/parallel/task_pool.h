@@ -14,9 +14,16 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 
 namespace regtopk {
+
+// The thread counts a user may ask for (--threads of the server and of the worker).
+inline constexpr int kMaxThreads = 256;
+// INVALID_ARGUMENT "<what> must be in [1, 256], got <threads>" unless 1 <= threads <= 256.
+absl::Status ValidateThreadCount(int threads, absl::string_view what);
 
 class TaskPool {
  public:

@@ -80,11 +80,7 @@ absl::Status SparsifierOptions::Validate() const {
   if (!(weight > 0.0f && weight <= 1.0f)) {
     return absl::InvalidArgumentError(absl::StrCat("weight must be in (0, 1], got ", weight));
   }
-  if (threads < 1 || threads > 256) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("sparsifier threads must be in [1, 256], got ", threads));
-  }
-  return absl::OkStatus();
+  return ValidateThreadCount(threads, "sparsifier threads");
 }
 
 size_t SparsifierOptions::k() const { return EntriesPerRound(algorithm, density, dim); }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <numeric>
 #include <utility>
 #include <vector>
 
@@ -23,15 +24,19 @@ size_t VarintSize(uint64_t v) {
   return n;
 }
 
-void PutVarint(uint64_t v, std::string* out) {
-  char buf[10];
-  size_t n = 0;
+// Writes v's varint at p; returns the byte after it.
+char* PutVarintAt(uint64_t v, char* p) {
   while (v >= 0x80) {
-    buf[n++] = static_cast<char>((v & 0x7f) | 0x80);
+    *p++ = static_cast<char>((v & 0x7f) | 0x80);
     v >>= 7;
   }
-  buf[n++] = static_cast<char>(v);
-  out->append(buf, n);
+  *p++ = static_cast<char>(v);
+  return p;
+}
+
+void PutVarint(uint64_t v, std::string* out) {
+  char buf[10];
+  out->append(buf, PutVarintAt(v, buf) - buf);
 }
 
 enum class VarintRead { kOk, kTruncated, kNonCanonical };
@@ -67,10 +72,6 @@ absl::Status BadVarint(VarintRead r, absl::string_view what) {
   return absl::InvalidArgumentError(
       absl::StrCat("sparse encoding has a non-canonical (overlong) varint in its ", what));
 }
-
-}  // namespace
-
-namespace {
 
 // Below this many entries one thread encodes: the split would cost more than it saves.
 constexpr size_t kParallelEntries = 1 << 15;
@@ -109,11 +110,7 @@ std::vector<size_t> GapBytes(SparseView v, TaskPool* pool) {
   return bytes;
 }
 
-size_t Sum(const std::vector<size_t>& x) {
-  size_t s = 0;
-  for (size_t b : x) s += b;
-  return s;
-}
+size_t Sum(const std::vector<size_t>& x) { return std::accumulate(x.begin(), x.end(), size_t{0}); }
 
 size_t FixedSize(size_t nnz, size_t dim, SparseFormat format) {
   return format == SparseFormat::kBitmap ? HeaderSize(dim, nnz) + (dim + 7) / 8 + 4 * nnz
@@ -133,15 +130,6 @@ SparseFormat Smallest(SparseView v, size_t dim, TaskPool* pool, std::vector<size
     if (sparse <= bitmap && sparse <= dense) return SparseFormat::kSparse;
   }
   return bitmap <= dense ? SparseFormat::kBitmap : SparseFormat::kDense;
-}
-
-char* PutVarintAt(uint64_t v, char* p) {
-  while (v >= 0x80) {
-    *p++ = static_cast<char>((v & 0x7f) | 0x80);
-    v >>= 7;
-  }
-  *p++ = static_cast<char>(v);
-  return p;
 }
 
 // The encoding; `gap_bytes` are GapBytes(v, pool) for kSparse, or empty (computed here).

@@ -21,6 +21,7 @@
 #include "common/auth/worker_token.h"
 #include "common/metrics/http_exporter.h"
 #include "common/metrics/registry.h"
+#include "common/parallel/task_pool.h"
 #include "common/random/splitmix64.h"
 #include "common/status/status_macros.h"
 #include "common/wire/digest.h"
@@ -37,9 +38,7 @@ absl::Status TrainerOptions::Validate() const {
   if (server.empty()) return absl::InvalidArgumentError("--server is required (host:port)");
   if (batch_size < 1) return absl::InvalidArgumentError("--batch-size must be >= 1");
   if (eval_every < 0) return absl::InvalidArgumentError("--eval-every must be >= 0");
-  if (threads < 1 || threads > 256) {
-    return absl::InvalidArgumentError(absl::StrCat("--threads must be in [1, 256], got ", threads));
-  }
+  REGTOPK_RETURN_IF_ERROR(ValidateThreadCount(threads, "--threads"));
   if (device != "auto" && device != "cpu" && device != "cuda") {
     return absl::InvalidArgumentError(
         absl::StrCat("--device must be auto, cpu or cuda, got '", device, "'"));
