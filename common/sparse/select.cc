@@ -66,17 +66,7 @@ uint64_t BoundMask(const float* p, size_t n, int32_t bound) { return BoundMaskOf
 
 void AppendMasked(const float* a, size_t begin, const uint64_t* masks, size_t blocks, float scale,
                   float threshold, CandidateList* out) {
-  ScoredEntry* dst = out->Reserve(blocks * kBlock);
-  size_t written = 0;
-  for (size_t b = 0; b < blocks; ++b) {
-    for (uint64_t m = masks[b]; m != 0; m &= m - 1) {
-      const size_t j = begin + b * kBlock + static_cast<size_t>(__builtin_ctzll(m));
-      const float score = std::fabs(a[j]) * scale;
-      dst[written] = ScoredEntry{score, a[j], static_cast<uint32_t>(j)};
-      written += static_cast<size_t>(score >= threshold);
-    }
-  }
-  out->Grow(written);
+  AppendMaskedBy([a](size_t j) { return a[j]; }, begin, masks, blocks, scale, threshold, out);
 }
 
 void AppendReaching(const float* a, size_t begin, size_t end, const int32_t* block_max,

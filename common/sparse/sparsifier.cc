@@ -196,7 +196,8 @@ int32_t AccumulatePortable(const float* g, const float* e, float* a, size_t begi
 #if defined(__x86_64__) && defined(__GNUC__)
 // The same with AVX2 (chosen at run time where the CPU has it): the baseline SSE2 has neither
 // an integer max nor an 8-wide movemask, and emulating them costs more than the pass's loads.
-template <bool kMasks>
+// With kStream, a is written with non-temporal stores (the caller fences them).
+template <bool kMasks, bool kStream>
 __attribute__((target("avx2"))) int32_t AccumulateAvx2(const float* g, const float* e, float* a,
                                                         size_t begin, size_t end,
                                                         int32_t* block_max, int32_t bound,
@@ -211,14 +212,18 @@ __attribute__((target("avx2"))) int32_t AccumulateAvx2(const float* g, const flo
     uint64_t mask = 0;
     const uint64_t z = zeros != nullptr ? zeros[(block - begin) / kSelectBlock] : 0;
     for (size_t v = 0; v < kSelectBlock; v += 8) {
-      __m256 ev = _mm256_loadu_ps(e + block + v);
-      if (z != 0) {  // lanes whose bit is set read e as 0
-        const __m256i bits = _mm256_and_si256(
-            _mm256_set1_epi32(static_cast<int>((z >> v) & 0xff)), lane_bit);
-        ev = _mm256_andnot_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(bits, lane_bit)), ev);
-      }
+      // Lanes whose bit is set read e as 0. Branch-free: at 1 % about half the blocks hold a
+      // zero, at random, and a mispredicted branch here stalls the loads in flight.
+      const __m256i bits =
+          _mm256_and_si256(_mm256_set1_epi32(static_cast<int>((z >> v) & 0xff)), lane_bit);
+      const __m256 ev = _mm256_andnot_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(bits, lane_bit)),
+                                         _mm256_loadu_ps(e + block + v));
       const __m256 x = _mm256_add_ps(_mm256_loadu_ps(g + block + v), ev);
-      _mm256_storeu_ps(a + block + v, x);
+      if (kStream) {
+        _mm256_stream_ps(a + block + v, x);  // a + block is 256-byte aligned
+      } else {
+        _mm256_storeu_ps(a + block + v, x);
+      }
       const __m256i m = _mm256_and_si256(_mm256_castps_si256(x), magnitude);
       max_bits = _mm256_max_epi32(max_bits, m);
       if (kMasks) {
@@ -245,20 +250,44 @@ __attribute__((target("avx2"))) int32_t AccumulateAvx2(const float* g, const flo
 }
 #endif
 
-int32_t AccumulateBlocks(const float* g, const float* e, float* a, size_t begin, size_t end,
-                         int32_t* block_max, int32_t bound, uint64_t* masks,
-                         const uint64_t* zeros) {
+bool HasAvx2() {
 #if defined(__x86_64__) && defined(__GNUC__)
   static const bool avx2 = __builtin_cpu_supports("avx2");
-  if (avx2) {
+  return avx2;
+#else
+  return false;
+#endif
+}
+
+// `stream` (only where HasAvx2()): a is written past the caches; the caller fences the stores
+// (StoreFence) before anything else reads a, and reads this thread's a only where it must.
+int32_t AccumulateBlocks(const float* g, const float* e, float* a, size_t begin, size_t end,
+                         int32_t* block_max, int32_t bound, uint64_t* masks,
+                         const uint64_t* zeros, bool stream) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (HasAvx2()) {
+    if (stream) {
+      return masks != nullptr
+                 ? AccumulateAvx2<true, true>(g, e, a, begin, end, block_max, bound, masks, zeros)
+                 : AccumulateAvx2<false, true>(g, e, a, begin, end, block_max, bound, masks,
+                                               zeros);
+    }
     return masks != nullptr
-               ? AccumulateAvx2<true>(g, e, a, begin, end, block_max, bound, masks, zeros)
-               : AccumulateAvx2<false>(g, e, a, begin, end, block_max, bound, masks, zeros);
+               ? AccumulateAvx2<true, false>(g, e, a, begin, end, block_max, bound, masks, zeros)
+               : AccumulateAvx2<false, false>(g, e, a, begin, end, block_max, bound, masks, zeros);
   }
 #endif
   return masks != nullptr
              ? AccumulatePortable<true>(g, e, a, begin, end, block_max, bound, masks, zeros)
              : AccumulatePortable<false>(g, e, a, begin, end, block_max, bound, masks, zeros);
+}
+
+// Orders this thread's streaming stores before its later stores (the pool's hand-back
+// included), so that every thread then reads them.
+void StoreFence() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  _mm_sfence();
+#endif
 }
 
 // The error-feedback loop shared by Top-k, Rand-k and RegTop-k: a = g + e, pick k positions of
@@ -274,6 +303,9 @@ int32_t AccumulateBlocks(const float* g, const float* e, float* a, size_t begin,
 //   2. copies a at last round's sent positions (RegTop-k's regularised entries), and
 //   3. appends the entries whose score reaches a predicted threshold (last round's, adjusted;
 //      Top-k and RegTop-k) to the share's candidate list, while the chunk is still in cache.
+// Steps 2 and 3 recompute a from g and e (the same float sum, so the same bits), which the
+// chunk's loads left in cache: a itself is written with streaming stores where the buffers
+// are large (SparsifierOptions::stores), and those leave it out of the caches.
 // The selection then needs no further pass over a unless the prediction left fewer than k
 // candidates (or far too many): then a sampled threshold and a filter over the block maxima
 // (also split over the threads) find them, as in the first round. Either way the candidates
@@ -289,7 +321,11 @@ class ErrorFeedbackSparsifier : public Sparsifier {
         lanes_(static_cast<size_t>(pool_.threads())),
         error_(options.dim, 0.0f),
         acc_(options.dim),
-        block_max_((options.dim + kSelectBlock - 1) / kSelectBlock) {}
+        block_max_((options.dim + kSelectBlock - 1) / kSelectBlock),
+        stream_(HasAvx2() &&
+                (options.stores == SparsifierOptions::Stores::kStreaming ||
+                 (options.stores == SparsifierOptions::Stores::kAuto &&
+                  options.dim >= SparsifierOptions::kStreamingDim))) {}
 
   absl::Status Compress(absl::Span<const float> gradient, SparseVector* out) final {
     const size_t d = options_.dim;
@@ -304,12 +340,16 @@ class ErrorFeedbackSparsifier : public Sparsifier {
     pool_.Run([&](int t) { PassShare(gradient.data(), t, scale, threshold); });
     size_t bad = d;
     bool extracted = threshold > 0.0f;
+    // Each share gathered every entry at or above its own final threshold (it may have raised
+    // the prediction), so together they hold every entry at or above the largest.
+    float gathered = threshold;
     for (const Lane& lane : lanes_) {
       bad = std::min(bad, lane.bad);
       extracted = extracted && !lane.overflow;
+      gathered = std::max(gathered, lane.threshold);
     }
     if (bad != d) return NonFiniteError(gradient, bad, !std::isfinite(gradient[bad]));
-    Choose(extracted ? threshold : 0.0f, out);
+    Choose(extracted ? gathered : 0.0f, out);
     AfterCompress(*out);
     // e = a with the sent entries zeroed; the old e (its zeros still unwritten) becomes next
     // round's scratch. The new zeros are read as such by the next pass, and written only if
@@ -391,11 +431,14 @@ class ErrorFeedbackSparsifier : public Sparsifier {
           acc_, scale, k_, [&](float t) { return FilterShares(scale, t); }, overrides_at,
           &out->indices, &out->values);
     }
-    // Next round's guess: this round's suggestion, moved by how much the k-th score moved since
-    // last round (error feedback makes scores drift, steadily while it builds up).
+    // Next round's guess: this round's suggestion, moved down as far as the k-th score fell
+    // since last round, but never up: a guess too high leaves fewer than k candidates and costs
+    // a second look at a, while one too low only gathers more, and the pass raises it once
+    // they pass a cap (error feedback makes scores grow round after round while it builds up,
+    // by less each round, so following their last rise overshoots).
     const float pivot = selector_.pivot_score();
     float drift = 1.0f;
-    if (last_pivot_ > 0.0f && pivot > 0.0f) drift = std::clamp(pivot / last_pivot_, 0.67f, 1.5f);
+    if (last_pivot_ > 0.0f && pivot > 0.0f) drift = std::clamp(pivot / last_pivot_, 0.67f, 1.0f);
     last_pivot_ = pivot;
     predicted_threshold_ = selector_.suggested_threshold() * drift;
   }
@@ -416,9 +459,28 @@ class ErrorFeedbackSparsifier : public Sparsifier {
 
   struct Lane {
     CandidateList candidates;  // in index order
-    size_t bad = 0;                       // first non-finite position, or dim
-    bool overflow = false;                // gathered too many: the candidates are incomplete
+    float threshold = 0.0f;    // the candidates hold every entry of the share at or above it
+    size_t bad = 0;            // first non-finite position, or dim
+    bool overflow = false;     // gathered too many: the candidates are incomplete
+    std::vector<float> scores;  // scratch of Raise
   };
+
+  // The share's candidates passed their cap: raise its threshold to the k-th best score
+  // gathered so far and drop the candidates below. The candidates still hold every entry of
+  // the share at or above the threshold (whatever it is raised to, so the selection stays
+  // exact); the k-th best is as high as it can go without leaving fewer than k, which would
+  // cost the selection a second look at a. False if ties leave too many to make room.
+  bool Raise(Lane& lane, size_t cap) {
+    const absl::Span<const ScoredEntry> all = lane.candidates.span();
+    lane.scores.resize(all.size());
+    for (size_t i = 0; i < all.size(); ++i) lane.scores[i] = all[i].score;
+    std::nth_element(lane.scores.begin(), lane.scores.begin() + (k_ - 1), lane.scores.end(),
+                     std::greater<float>());
+    const float raised = lane.scores[k_ - 1];
+    lane.candidates.KeepReaching(raised);
+    lane.threshold = raised;
+    return lane.candidates.size() <= cap / 2;
+  }
 
   void PassShare(const float* g, int t, float scale, float threshold) {
     Lane& lane = lanes_[static_cast<size_t>(t)];
@@ -431,10 +493,12 @@ class ErrorFeedbackSparsifier : public Sparsifier {
     size_t s = std::lower_bound(sent_.begin(), sent_.end(), begin) - sent_.begin();
     const size_t s_end = std::lower_bound(sent_.begin(), sent_.end(), end) - sent_.begin();
     bool gather = threshold > 0.0f;
-    const int32_t bound = gather ? ReachBound(scale, threshold) : 0;
-    // Far more candidates than a good prediction gives: stop gathering (the selection falls
-    // back to its own filter) rather than rank them all.
-    const size_t cap = (4 * k_ + 4096) * (end - begin) / d + 256;
+    lane.threshold = threshold;
+    int32_t bound = gather ? ReachBound(scale, threshold) : 0;
+    // Far more candidates than a good prediction gives: raise the share's threshold (Raise),
+    // and if that cannot make room stop gathering (the selection falls back to its own filter).
+    // At least 2k, so that a raise (which keeps about k) makes room.
+    const size_t cap = std::max((4 * k_ + 4096) * (end - begin) / d + 256, 2 * k_ + 256);
     float* e = error_.data();
     float* a = acc_.data();
     int32_t* block_max = block_max_.data();
@@ -455,21 +519,33 @@ class ErrorFeedbackSparsifier : public Sparsifier {
         chunk_zeros = zeros;
       }
       const int32_t any_bad = AccumulateBlocks(g, e, a, base, chunk_end, block_max, bound,
-                                               gather ? masks : nullptr, chunk_zeros);
+                                               gather ? masks : nullptr, chunk_zeros, stream_);
       if (any_bad) {
         lane.bad = base + FindNonFinite(absl::MakeConstSpan(a + base, chunk_end - base));
-        return;
+        break;
       }
-      for (; s < s_end && sent_[s] < chunk_end; ++s) sent_a_[s] = a[sent_[s]];
+      // a_j exactly as the kernel summed it, from the g and e still in cache.
+      auto a_at = [g, e, base, chunk_zeros](size_t j) {
+        const size_t at = j - base;
+        const bool zero = chunk_zeros != nullptr &&
+                          ((chunk_zeros[at / kSelectBlock] >> (at % kSelectBlock)) & 1) != 0;
+        return g[j] + (zero ? 0.0f : e[j]);
+      };
+      for (; s < s_end && sent_[s] < chunk_end; ++s) sent_a_[s] = a_at(sent_[s]);
       if (gather) {
-        AppendMasked(a, base, masks, (chunk_end - base + kSelectBlock - 1) / kSelectBlock, scale,
-                     threshold, &lane.candidates);
+        AppendMaskedBy(a_at, base, masks, (chunk_end - base + kSelectBlock - 1) / kSelectBlock,
+                       scale, lane.threshold, &lane.candidates);
         if (lane.candidates.size() > cap) {
-          lane.overflow = true;
-          gather = false;
+          if (Raise(lane, cap)) {
+            bound = ReachBound(scale, lane.threshold);
+          } else {
+            lane.overflow = true;
+            gather = false;
+          }
         }
       }
     }
+    if (stream_) StoreFence();
   }
 
   // Every share's candidates at `threshold` (all positions if it is 0).
@@ -512,6 +588,7 @@ class ErrorFeedbackSparsifier : public Sparsifier {
   mutable bool sent_zeroed_ = true;
   CacheAlignedFloats acc_;
   std::vector<int32_t> block_max_;
+  const bool stream_;  // the pass writes acc_ with streaming stores
   std::vector<uint32_t> sent_;  // last round's sent positions (increasing)
   std::vector<float> sent_a_;   // this round's a at sent_
   // Last round's suggestion for the pass's candidate threshold; 0 = none (gather nothing).

@@ -5,6 +5,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "common/sparse/sparsifier.h"
@@ -23,11 +24,18 @@ std::vector<float> RandomGradient(size_t d, std::mt19937& rng) {
   return g;
 }
 
-class SparsifierConformance : public ::testing::TestWithParam<Algorithm> {
+using Stores = SparsifierOptions::Stores;
+
+// Every algorithm, with the pass writing a through the caches and past them (streaming stores,
+// used where the CPU has AVX2): the suite's small dimensions would otherwise only ever take the
+// cached path.
+class SparsifierConformance : public ::testing::TestWithParam<std::tuple<Algorithm, Stores>> {
  protected:
+  Algorithm algorithm() const { return std::get<0>(GetParam()); }
   std::unique_ptr<Sparsifier> Make(size_t d, double density, uint64_t seed = 1) {
     SparsifierOptions o;
-    o.algorithm = GetParam();
+    o.algorithm = algorithm();
+    o.stores = std::get<1>(GetParam());
     o.dim = d;
     o.density = density;
     o.mu = 2.0;
@@ -132,7 +140,7 @@ TEST_P(SparsifierConformance, ExportedStateContinuesBitForBit) {
 
 TEST_P(SparsifierConformance, RefusesAStateOfAnotherSize) {
   auto a = Make(100, 0.1), b = Make(200, 0.1);
-  if (GetParam() == Algorithm::kDense) {
+  if (algorithm() == Algorithm::kDense) {
     SparsifierState s;
     s.error.assign(5, 0.0f);
     EXPECT_EQ(b->ImportState(s).code(), absl::StatusCode::kInvalidArgument);
@@ -208,7 +216,7 @@ TEST_P(SparsifierConformance, RejectsBadOptionsWithAClearStatus) {
   };
   for (const Case& c : cases) {
     SparsifierOptions o;
-    o.algorithm = GetParam();
+    o.algorithm = algorithm();
     o.dim = 10;
     c.mutate(o);
     auto s = CreateSparsifier(o);
@@ -218,10 +226,15 @@ TEST_P(SparsifierConformance, RejectsBadOptionsWithAClearStatus) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(AllAlgorithms, SparsifierConformance,
-                         ::testing::Values(Algorithm::kDense, Algorithm::kTopK, Algorithm::kRandK,
-                                           Algorithm::kRegTopK),
-                         [](const auto& info) { return std::string(AlgorithmName(info.param)); });
+INSTANTIATE_TEST_SUITE_P(
+    AllAlgorithms, SparsifierConformance,
+    ::testing::Combine(::testing::Values(Algorithm::kDense, Algorithm::kTopK, Algorithm::kRandK,
+                                         Algorithm::kRegTopK),
+                       ::testing::Values(Stores::kCached, Stores::kStreaming)),
+    [](const auto& info) {
+      return std::string(AlgorithmName(std::get<0>(info.param))) +
+             (std::get<1>(info.param) == Stores::kStreaming ? "_streaming" : "_cached");
+    });
 
 TEST(KFromDensity, DoesNotBumpProductsThatAreIntegersUpToRounding) {
   EXPECT_EQ(KFromDensity(0.55, 100), 55u);
@@ -268,18 +281,25 @@ TEST(RandK, DifferentSeedsPickDifferentMasksAndCoverUniformly) {
 
 // From the second round on, Top-k and RegTop-k gather candidates inside the pass at a threshold
 // guessed from the round before, split over the threads. The gradient's scale jumps (x10, x0.01)
-// make the guess far too low (the gather overflows) and far too high (too few candidates), so
-// every path runs; none may change a mask, a value or the error.
+// make the guess far too low (the gather passes its cap and raises its threshold) and far too
+// high (too few candidates), so every path runs; none may change a mask, a value or the error.
+// In rounds 4, 14, ... only the first tenth of the entries jumps (x30), so the whole top k lies
+// in the part of a share the pass has already gathered when it raises its threshold.
 std::vector<float> ScaledGradient(size_t d, int round, std::mt19937& rng) {
-  static constexpr float kScale[] = {1, 1, 1, 10, 10, 1, 0.01f, 0.01f, 1, 1};
+  static constexpr float kScale[] = {1, 1, 1, 10, 1, 1, 0.01f, 0.01f, 1, 1};
   std::vector<float> g = RandomGradient(d, rng);
   for (float& x : g) x *= kScale[round % 10];
+  if (round % 10 == 4) {
+    for (size_t j = 0; j < d / 10; ++j) g[j] *= 30.0f;
+  }
   return g;
 }
 
-std::unique_ptr<Sparsifier> MakeThreaded(Algorithm algorithm, size_t d, int threads) {
+std::unique_ptr<Sparsifier> MakeThreaded(Algorithm algorithm, size_t d, int threads,
+                                         Stores stores = Stores::kCached) {
   SparsifierOptions o;
   o.algorithm = algorithm;
+  o.stores = stores;
   o.dim = d;
   o.density = 0.01;
   o.mu = 2.0;
@@ -292,15 +312,17 @@ TEST(SparsifierThreads, TopKMatchesAFullSortWhateverTheThreadsAndTheGuess) {
   const size_t d = 200003, k = KFromDensity(0.01, d);
   auto one = MakeThreaded(Algorithm::kTopK, d, 1);
   auto three = MakeThreaded(Algorithm::kTopK, d, 3);
+  auto streamed = MakeThreaded(Algorithm::kTopK, d, 2, Stores::kStreaming);
   std::vector<float> e(d, 0.0f), a(d);
   std::vector<uint32_t> order(d);
   std::mt19937 rng(21);
-  SparseVector x, y;
+  SparseVector x, y, z;
   std::vector<uint32_t> previous;  // last round's mask
   for (int round = 0; round < 30; ++round) {
     const std::vector<float> g = ScaledGradient(d, round, rng);
     ASSERT_TRUE(one->Compress(g, &x).ok());
     ASSERT_TRUE(three->Compress(g, &y).ok());
+    ASSERT_TRUE(streamed->Compress(g, &z).ok());
     for (size_t j = 0; j < d; ++j) a[j] = g[j] + e[j];
     for (size_t j = 0; j < d; ++j) order[j] = static_cast<uint32_t>(j);
     std::nth_element(order.begin(), order.begin() + (k - 1), order.end(),
@@ -312,9 +334,11 @@ TEST(SparsifierThreads, TopKMatchesAFullSortWhateverTheThreadsAndTheGuess) {
     std::sort(expected.begin(), expected.end());
     ASSERT_EQ(x.indices, expected) << "round " << round;
     ASSERT_EQ(y.indices, expected) << "round " << round;
+    ASSERT_EQ(z.indices, expected) << "round " << round;
     for (size_t i = 0; i < k; ++i) {
       ASSERT_EQ(x.values[i], a[expected[i]]);
       ASSERT_EQ(y.values[i], a[expected[i]]);
+      ASSERT_EQ(z.values[i], a[expected[i]]);
     }
     // The diagnostic's repeats: the mask's overlap with last round's.
     std::vector<uint32_t> both;
@@ -322,6 +346,7 @@ TEST(SparsifierThreads, TopKMatchesAFullSortWhateverTheThreadsAndTheGuess) {
                           std::back_inserter(both));
     ASSERT_EQ(one->last_diagnostic()->topk_repeats, both.size()) << "round " << round;
     ASSERT_EQ(three->last_diagnostic()->topk_repeats, both.size()) << "round " << round;
+    ASSERT_EQ(streamed->last_diagnostic()->topk_repeats, both.size()) << "round " << round;
     previous = expected;
     e = a;
     for (uint32_t j : expected) e[j] = 0.0f;
@@ -329,6 +354,8 @@ TEST(SparsifierThreads, TopKMatchesAFullSortWhateverTheThreadsAndTheGuess) {
     if (round % 3 != 2) continue;
     ASSERT_TRUE(std::equal(e.begin(), e.end(), one->error().begin(), one->error().end()));
     ASSERT_TRUE(std::equal(e.begin(), e.end(), three->error().begin(), three->error().end()));
+    ASSERT_TRUE(
+        std::equal(e.begin(), e.end(), streamed->error().begin(), streamed->error().end()));
   }
 }
 
@@ -336,31 +363,75 @@ TEST(SparsifierThreads, RegTopKIsTheSameOnOneAndThreeThreadsAcrossARestore) {
   const size_t d = 200003;
   auto one = MakeThreaded(Algorithm::kRegTopK, d, 1);
   auto three = MakeThreaded(Algorithm::kRegTopK, d, 3);
+  auto streamed = MakeThreaded(Algorithm::kRegTopK, d, 2, Stores::kStreaming);
   std::mt19937 rng(22);
-  SparseVector x, y;
+  SparseVector x, y, z;
   for (int round = 0; round < 30; ++round) {
     if (round == 15) {
       // A restore drops the guess and the deferred zeros settle: still the same rounds.
       auto restored = MakeThreaded(Algorithm::kRegTopK, d, 3);
       ASSERT_TRUE(restored->ImportState(three->ExportState()).ok());
       three = std::move(restored);
+      auto restored_streamed = MakeThreaded(Algorithm::kRegTopK, d, 2, Stores::kStreaming);
+      ASSERT_TRUE(restored_streamed->ImportState(streamed->ExportState()).ok());
+      streamed = std::move(restored_streamed);
     }
     const std::vector<float> g = ScaledGradient(d, round, rng);
     ASSERT_TRUE(one->Compress(g, &x).ok());
     ASSERT_TRUE(three->Compress(g, &y).ok());
     ASSERT_EQ(x.indices, y.indices) << "round " << round;
     ASSERT_EQ(x.values, y.values) << "round " << round;
-    ASSERT_EQ(one->last_diagnostic()->not_topk, three->last_diagnostic()->not_topk);
-    ASSERT_EQ(one->last_diagnostic()->topk_repeats, three->last_diagnostic()->topk_repeats);
+    ASSERT_TRUE(streamed->Compress(g, &z).ok());
+    ASSERT_EQ(x.indices, z.indices) << "round " << round;
+    ASSERT_EQ(x.values, z.values) << "round " << round;
+    for (Sparsifier* other : {three.get(), streamed.get()}) {
+      ASSERT_EQ(one->last_diagnostic()->not_topk, other->last_diagnostic()->not_topk);
+      ASSERT_EQ(one->last_diagnostic()->topk_repeats, other->last_diagnostic()->topk_repeats);
+    }
     // The aggregate: this worker's share plus a cancelling one on every other entry, so that
     // some regularised scores fall and the mask moves away from plain Top-k.
     SparseVector agg = x;
     for (size_t i = 0; i < agg.nnz(); ++i) agg.values[i] *= (i % 2 == 0) ? 0.25f : -0.5f;
     ASSERT_TRUE(one->ObserveAggregate(agg).ok());
     ASSERT_TRUE(three->ObserveAggregate(agg).ok());
+    ASSERT_TRUE(streamed->ObserveAggregate(agg).ok());
     if (round % 3 != 2) continue;  // as above: leave most deferred zeros to the pass
     ASSERT_TRUE(std::equal(one->error().begin(), one->error().end(), three->error().begin(),
                            three->error().end()));
+    ASSERT_TRUE(std::equal(one->error().begin(), one->error().end(), streamed->error().begin(),
+                           streamed->error().end()));
+  }
+}
+
+// A round where all but the last k entries tie, after one that predicted a tiny threshold: the
+// pass's candidates pass their cap, raising the threshold cannot drop any (all reach it), so
+// the pass stops gathering and the selection's own filter decides: the last k, which the pass
+// had not reached.
+TEST(SparsifierThreads, TiesThatOverflowTheGatherStillGiveTheExactTopK) {
+  const size_t d = 100003, k = KFromDensity(0.01, d);
+  for (int threads : {1, 2}) {
+    for (Stores stores : {Stores::kCached, Stores::kStreaming}) {
+      auto s = MakeThreaded(Algorithm::kTopK, d, threads, stores);
+      // Round 0: k large entries (sent) over 2^-10 everywhere else (kept in e): every score
+      // sits in the top bucket of the selection's histogram, so the guess is tiny.
+      std::vector<float> g(d, 1.0f / 1024);
+      for (size_t i = 0; i < k; ++i) g[(i * 97) % d] = 1.0f + static_cast<float>(i);
+      SparseVector out;
+      ASSERT_TRUE(s->Compress(g, &out).ok());
+      ASSERT_EQ(out.nnz(), k);
+      // Round 1: a = 1, and 2 on the last k entries, exactly (2^-10 steps round nowhere).
+      for (size_t j = 0; j < d; ++j) {
+        g[j] = (s->error()[j] == 0.0f ? 1.0f : 1.0f - 1.0f / 1024) + (j >= d - k ? 1.0f : 0.0f);
+      }
+      ASSERT_TRUE(s->Compress(g, &out).ok());
+      std::vector<uint32_t> last(k);
+      for (size_t i = 0; i < k; ++i) last[i] = static_cast<uint32_t>(d - k + i);
+      EXPECT_EQ(out.indices, last) << threads << " threads";
+      EXPECT_EQ(out.values, std::vector<float>(k, 2.0f));
+      for (size_t j : {size_t{0}, d - k - 1, d - k, d - 1}) {
+        EXPECT_EQ(s->error()[j], j < d - k ? 1.0f : 0.0f) << "entry " << j;
+      }
+    }
   }
 }
 
