@@ -431,14 +431,18 @@ class ErrorFeedbackSparsifier : public Sparsifier {
           acc_, scale, k_, [&](float t) { return FilterShares(scale, t); }, overrides_at,
           &out->indices, &out->values);
     }
-    // Next round's guess: this round's suggestion, moved down as far as the k-th score fell
-    // since last round, but never up: a guess too high leaves fewer than k candidates and costs
-    // a second look at a, while one too low only gathers more, and the pass raises it once
-    // they pass a cap (error feedback makes scores grow round after round while it builds up,
-    // by less each round, so following their last rise overshoots).
+    // Next round's guess: this round's suggestion, moved as far as the k-th score fell since
+    // last round, or by the square root of its rise. A guess too high leaves fewer than k
+    // candidates and costs a second look at a, while one too low only gathers more (and the
+    // pass raises it once they pass a cap). While error feedback builds up from zero the
+    // scores grow round after round by less each time (about sqrt((r + 1) / r) in round r),
+    // so following the whole last rise overshoots and the square root stays under the next.
     const float pivot = selector_.pivot_score();
     float drift = 1.0f;
-    if (last_pivot_ > 0.0f && pivot > 0.0f) drift = std::clamp(pivot / last_pivot_, 0.67f, 1.0f);
+    if (last_pivot_ > 0.0f && pivot > 0.0f) {
+      drift = std::clamp(pivot / last_pivot_, 0.67f, 1.5f);
+      if (drift > 1.0f) drift = std::sqrt(drift);
+    }
     last_pivot_ = pivot;
     predicted_threshold_ = selector_.suggested_threshold() * drift;
   }
@@ -462,23 +466,39 @@ class ErrorFeedbackSparsifier : public Sparsifier {
     float threshold = 0.0f;    // the candidates hold every entry of the share at or above it
     size_t bad = 0;            // first non-finite position, or dim
     bool overflow = false;     // gathered too many: the candidates are incomplete
-    std::vector<float> scores;  // scratch of Raise
+    std::vector<uint32_t> histogram;  // scratch of Raise
   };
 
-  // The share's candidates passed their cap: raise its threshold to the k-th best score
+  // The share's candidates passed their cap: raise its threshold to about the k-th best score
   // gathered so far and drop the candidates below. The candidates still hold every entry of
   // the share at or above the threshold (whatever it is raised to, so the selection stays
-  // exact); the k-th best is as high as it can go without leaving fewer than k, which would
-  // cost the selection a second look at a. False if ties leave too many to make room.
+  // exact); at most the k-th best, so that at least k remain and the selection needs no second
+  // look at a. The k-th best is bracketed by a histogram of the scores' bits (monotone in the
+  // score): 4096 buckets of 2^14 ulps, eight binades above the threshold, and the lower edge of
+  // the bucket that holds it is the new threshold; where it lies above them all, the top bucket
+  // becomes the threshold and the histogram is taken again. False if ties leave too many to
+  // make room.
   bool Raise(Lane& lane, size_t cap) {
-    const absl::Span<const ScoredEntry> all = lane.candidates.span();
-    lane.scores.resize(all.size());
-    for (size_t i = 0; i < all.size(); ++i) lane.scores[i] = all[i].score;
-    std::nth_element(lane.scores.begin(), lane.scores.begin() + (k_ - 1), lane.scores.end(),
-                     std::greater<float>());
-    const float raised = lane.scores[k_ - 1];
-    lane.candidates.KeepReaching(raised);
-    lane.threshold = raised;
+    constexpr size_t kBuckets = 4096;
+    constexpr int kShift = 14;
+    lane.histogram.resize(kBuckets);
+    for (;;) {
+      const int32_t lo = MagnitudeBits(lane.threshold);
+      std::fill(lane.histogram.begin(), lane.histogram.end(), 0u);
+      for (const ScoredEntry& c : lane.candidates.span()) {
+        ++lane.histogram[std::min<size_t>(
+            kBuckets - 1, static_cast<size_t>((MagnitudeBits(c.score) - lo) >> kShift))];
+      }
+      size_t b = kBuckets - 1, above = lane.histogram[b];
+      while (above < k_ && b > 0) above += lane.histogram[--b];
+      if (b == 0) break;  // the k-th best is in the lowest bucket: no raise
+      const int32_t raised_bits = lo + static_cast<int32_t>(b << kShift);
+      float raised;
+      std::memcpy(&raised, &raised_bits, sizeof(raised));
+      lane.candidates.KeepReaching(raised);
+      lane.threshold = raised;
+      if (b < kBuckets - 1) break;  // else the k-th best may lie far above: look again
+    }
     return lane.candidates.size() <= cap / 2;
   }
 
@@ -818,6 +838,10 @@ class RegTopKSparsifier final : public ErrorFeedbackSparsifier {
       diagnostic_ = MaskDiagnostic{k, 0, repeats};
       return;
     }
+    if (rivals <= kFewRivals && !tie) {
+      DiagnoseFewRivals(picks, weakest, repeats, rivals);
+      return;
+    }
     diagnosis_.clear();
     size_t p = 0;
     for (size_t i = 0; i < k; ++i) {
@@ -842,6 +866,55 @@ class RegTopKSparsifier final : public ErrorFeedbackSparsifier {
       d.topk_repeats += diagnosis_[i].previous;
     }
     diagnostic_ = d;
+  }
+
+  // T is the top k of R and the m rivals (P \ R where |a| reaches R's smallest): all of them
+  // but the m worst, W. So not_topk = |W n R| and topk_repeats = |R n P| - |W n R n P| +
+  // |rivals \ W|, and only W needs finding: one scan of R and the rivals that keeps the m worst
+  // seen (rarely replaced, since R comes in index order, not by size), instead of ranking all
+  // of R and P. Ranked by (|a| descending, index ascending) through one integer key.
+  static constexpr size_t kFewRivals = 64;
+  void DiagnoseFewRivals(const SparseVector& picks, float weakest, size_t repeats, size_t m) {
+    const absl::Span<const uint32_t> prev = sent();
+    const absl::Span<const float> prev_a = sent_a();
+    auto key = [](float v, uint32_t index) {  // larger is better
+      return (static_cast<uint64_t>(MagnitudeBits(v)) << 32) | (0xffffffffu - index);
+    };
+    struct Worst {
+      uint64_t key;
+      bool picked;
+    };
+    Worst worst[kFewRivals];
+    size_t n = 0, best_of_worst = 0;
+    auto offer = [&](uint64_t k, bool picked) {
+      if (n < m) {
+        worst[n++] = Worst{k, picked};
+      } else if (k < worst[best_of_worst].key) {
+        worst[best_of_worst] = Worst{k, picked};
+      } else {
+        return;
+      }
+      if (n < m) return;
+      best_of_worst = 0;
+      for (size_t i = 1; i < m; ++i) {
+        if (worst[i].key > worst[best_of_worst].key) best_of_worst = i;
+      }
+    };
+    for (size_t i = 0; i < picks.nnz(); ++i) offer(key(picks.values[i], picks.indices[i]), true);
+    // The rivals: entries of P not picked whose |a| reaches the smallest pick's.
+    const float pivot = selector_.pivot_score();
+    for (size_t p = 0; p < prev.size(); ++p) {
+      const bool picked = override_scores_[p] > pivot;
+      if (!picked && std::fabs(prev_a[p]) >= weakest) offer(key(prev_a[p], prev[p]), false);
+    }
+    size_t worst_picks = 0, worst_repeats = 0;
+    for (size_t i = 0; i < n; ++i) {
+      if (!worst[i].picked) continue;
+      ++worst_picks;
+      const uint32_t j = 0xffffffffu - static_cast<uint32_t>(worst[i].key);
+      worst_repeats += static_cast<size_t>(std::binary_search(prev.begin(), prev.end(), j));
+    }
+    diagnostic_ = MaskDiagnostic{k_, worst_picks, repeats - worst_repeats + (m - (n - worst_picks))};
   }
 
   void ExportExtra(SparsifierState* s) const override {
