@@ -379,7 +379,9 @@ void WriteRawPush(grpc::ClientReaderWriter<v1::PushChunk, v1::AggregateChunk>* s
     chunk.set_payload(payload.substr(at, std::min(kChunkBytes, upto - at)));
     ASSERT_TRUE(stream->Write(chunk));
   }
-  if (upto == payload.size()) ASSERT_TRUE(stream->WritesDone());
+  if (upto == payload.size()) {
+    ASSERT_TRUE(stream->WritesDone());
+  }
 }
 
 TEST(Cancellation, AnUploadCancelledHalfwayInstallsNothing) {
