@@ -629,7 +629,9 @@ void Coordinator::CloserLoop() {
   std::vector<float> weights;
   SparseVector aggregate;
   SparseAggregator aggregator(options_.threads);
-  TaskPool encoder(options_.threads);  // the aggregate's encoding, split by entry range
+  // The aggregate's encoding (split by entry range) and the optimizer's dry run and step (split
+  // by parameter range), in turn on the closer's thread.
+  TaskPool pool(options_.threads);
   while (true) {
     std::vector<SparseVector> pushes;
     DownlinkCompressor* downlink = nullptr;
@@ -661,9 +663,9 @@ void Coordinator::CloserLoop() {
     const absl::Time t1 = absl::Now();
     // The encoding needs only the aggregate, so it is done before the step, outside the lock.
     if (options_.force_dense_aggregate) {
-      EncodeSparse(aggregate, dim, SparseFormat::kDense, &result->encoded, &encoder);
+      EncodeSparse(aggregate, dim, SparseFormat::kDense, &result->encoded, &pool);
     } else {
-      EncodeSparseSmallest(aggregate, dim, &result->encoded, &encoder);
+      EncodeSparseSmallest(aggregate, dim, &result->encoded, &pool);
     }
     const absl::Time t2 = absl::Now();
     result->nnz = aggregate.nnz();
@@ -713,14 +715,15 @@ void Coordinator::CloserLoop() {
       refusal = absl::FailedPreconditionError(absl::StrCat(
           "the job failed: round ", round, ": ", downlink_status.message(),
           "; nothing was applied, the checkpoints are those from before round ", round));
-    } else if (std::optional<size_t> bad = optimizer->FirstNonFinite(*params, aggregate, round)) {
+    } else if (std::optional<size_t> bad =
+                   optimizer->FirstNonFinite(*params, aggregate, round, &pool)) {
       refusal = absl::FailedPreconditionError(absl::StrCat(
           "the job failed: round ", round, "'s step would make parameter ", *bad,
           " non-finite (an exploding or poisoned update); nothing was applied, the "
           "parameters and checkpoints are those from before round ", round,
           ". Lower --lr or set --clip-norm / --max-abs-value, then resume"));
     } else {
-      optimizer->Step(absl::MakeSpan(*params), aggregate, round);
+      optimizer->Step(absl::MakeSpan(*params), aggregate, round, &pool);
       if (every != 0 && (round + 1) % every == 0) {
         result->has_digest = true;
         result->digest = DigestFloats(*params);

@@ -42,8 +42,9 @@ struct CoordinatorOptions {
   uint64_t max_dim = uint64_t{1} << 31;
   // Send every aggregate in the dense encoding (the benchmark's baseline); lossless either way.
   bool force_dense_aggregate = false;
-  // Threads that aggregate a round's pushes (SparseAggregator) and encode the aggregate, 1 to
-  // 256; the aggregate and its bytes are the same for any number.
+  // Threads that aggregate a round's pushes (SparseAggregator), encode the aggregate and run
+  // the optimizer's dry run and step, 1 to 256; the aggregate, its bytes and the parameters are
+  // the same for any number.
   int threads = 1;
   // Where checkpoints go; null = none (then job.checkpoint_every must be 0).
   std::shared_ptr<CheckpointStore> checkpoints;

@@ -86,8 +86,9 @@ ABSL_FLAG(
     "send a parameter digest with every R-th aggregate so drifted workers re-pull; 0 = never");
 ABSL_FLAG(uint64_t, seed, 1, "seed handed to the workers' sparsifiers (worker n: seed + n)");
 ABSL_FLAG(int, threads, 1,
-          "threads that aggregate the pushes and encode the aggregate (by index range; the bytes "
-          "sent are the same for any number), 1 to 256");
+          "threads that aggregate the pushes, encode the aggregate and step the parameters (by "
+          "index range; the bytes sent and the parameters are the same for any number), 1 to "
+          "256");
 ABSL_FLAG(bool, force_dense_aggregate, false,
           "always send the aggregate dense (a baseline for benchmarks; still lossless)");
 ABSL_FLAG(double, round_timeout_seconds, 600,

@@ -19,6 +19,11 @@ double Power(double base, uint64_t n) {
   return result;
 }
 
+// Below these sizes a step runs on the calling thread alone: waking the pool's threads costs
+// tens of microseconds.
+constexpr size_t kSplitDim = size_t{1} << 16;      // entries of a walk over every parameter
+constexpr size_t kSplitEntries = size_t{1} << 15;  // gradient entries of plain SGD's update
+
 constexpr std::pair<OptimizerKind, absl::string_view> kKinds[] = {
     {OptimizerKind::kSgd, "sgd"}, {OptimizerKind::kAdam, "adam"}, {OptimizerKind::kAdamW, "adamw"}};
 constexpr std::pair<LrSchedule, absl::string_view> kSchedules[] = {
@@ -143,13 +148,14 @@ Optimizer::Optimizer(const OptimizerOptions& options, size_t dim)
     : options_(options), dim_(dim), state_(options.StateSlots() * dim, 0.0f) {}
 
 template <bool kWrite, typename Grad>
-size_t Optimizer::Walk(float* params, uint64_t round, Grad grad_at) const {
+size_t Optimizer::Walk(float* params, uint64_t round, size_t begin, size_t end,
+                       Grad grad_at) const {
   const float lr = options_.LearningRate(round);
   const float wd = options_.weight_decay;
   if (options_.kind == OptimizerKind::kSgd) {
     const float mom = options_.momentum;
     float* b = state_.empty() ? nullptr : state_.data();
-    for (size_t j = 0; j < dim_; ++j) {
+    for (size_t j = begin; j < end; ++j) {
       float d = grad_at(j);
       if (wd != 0.0f) d = d + wd * params[j];
       float bj = 0.0f;
@@ -165,7 +171,7 @@ size_t Optimizer::Walk(float* params, uint64_t round, Grad grad_at) const {
         if (!std::isfinite(p) || !std::isfinite(bj)) return j;
       }
     }
-    return dim_;
+    return end;
   }
   const float b1 = options_.beta1, b2 = options_.beta2;
   const double bias1 = 1.0 - Power(b1, round + 1);
@@ -177,7 +183,7 @@ size_t Optimizer::Walk(float* params, uint64_t round, Grad grad_at) const {
   const float eps = options_.eps;
   float* m = state_.data();
   float* v = state_.data() + dim_;
-  for (size_t j = 0; j < dim_; ++j) {
+  for (size_t j = begin; j < end; ++j) {
     float p = params[j];
     float g = grad_at(j);
     if (l2) g = g + wd * p;
@@ -194,47 +200,87 @@ size_t Optimizer::Walk(float* params, uint64_t round, Grad grad_at) const {
       if (!std::isfinite(p) || !std::isfinite(mj) || !std::isfinite(vj)) return j;
     }
   }
-  return dim_;
+  return end;
 }
 
-void Optimizer::Step(absl::Span<float> params, SparseView grad, uint64_t round) {
-  if (options_.IsSparseFriendly()) {
-    const float lr = options_.LearningRate(round);
-    for (size_t i = 0; i < grad.nnz(); ++i) {
-      float& p = params[grad.indices[i]];
-      p = p - lr * grad.values[i];
-    }
-    return;
+template <bool kWrite>
+size_t Optimizer::WalkSparse(float* params, SparseView grad, uint64_t round,
+                             TaskPool* pool) const {
+  const int parts = pool != nullptr && dim_ >= kSplitDim ? pool->threads() : 1;
+  std::vector<size_t> first_bad(static_cast<size_t>(parts), dim_);
+  auto share = [&](int t) {
+    size_t begin, end;
+    TaskPool::Share(dim_, 64, parts, t, &begin, &end);
+    // The gradient's sorted support is consumed in step, from this range's first entry.
+    size_t i = static_cast<size_t>(
+        std::lower_bound(grad.indices.begin(), grad.indices.end(), begin) -
+        grad.indices.begin());
+    const size_t nnz = grad.nnz();
+    const size_t bad = Walk<kWrite>(params, round, begin, end, [&](size_t j) {
+      if (i < nnz && grad.indices[i] == j) return grad.values[i++];
+      return 0.0f;
+    });
+    if (bad != end) first_bad[static_cast<size_t>(t)] = bad;
+  };
+  if (parts == 1) {
+    share(0);
+  } else {
+    pool->Run(share);
   }
-  // Walk every entry; the gradient's sorted support is consumed in step.
-  size_t i = 0;
+  return *std::min_element(first_bad.begin(), first_bad.end());
+}
+
+template <bool kWrite>
+size_t Optimizer::SparseUpdate(float* params, SparseView grad, uint64_t round,
+                               TaskPool* pool) const {
+  const float lr = options_.LearningRate(round);
   const size_t nnz = grad.nnz();
-  Walk<true>(params.data(), round, [&](size_t j) {
-    if (i < nnz && grad.indices[i] == j) return grad.values[i++];
-    return 0.0f;
-  });
+  const int parts = pool != nullptr && nnz >= kSplitEntries ? pool->threads() : 1;
+  std::vector<size_t> first_bad(static_cast<size_t>(parts), dim_);
+  auto share = [&](int t) {
+    size_t begin, end;
+    TaskPool::Share(nnz, 1, parts, t, &begin, &end);
+    // The entries are scattered over d: each touch of params is a cache miss, so the loop
+    // asks for its line well before it gets there.
+    constexpr size_t kAhead = 16;
+    for (size_t i = begin; i < end; ++i) {
+      if (i + kAhead < end) __builtin_prefetch(params + grad.indices[i + kAhead], kWrite ? 1 : 0);
+      const uint32_t j = grad.indices[i];
+      const float p = params[j] - lr * grad.values[i];
+      if constexpr (kWrite) {
+        params[j] = p;
+      } else if (!std::isfinite(p)) {
+        first_bad[static_cast<size_t>(t)] = j;
+        return;
+      }
+    }
+  };
+  if (parts == 1) {
+    share(0);
+  } else {
+    pool->Run(share);
+  }
+  return *std::min_element(first_bad.begin(), first_bad.end());
+}
+
+void Optimizer::Step(absl::Span<float> params, SparseView grad, uint64_t round, TaskPool* pool) {
+  if (options_.IsSparseFriendly()) {
+    SparseUpdate<true>(params.data(), grad, round, pool);
+  } else {
+    WalkSparse<true>(params.data(), grad, round, pool);
+  }
 }
 
 void Optimizer::StepDense(absl::Span<float> params, absl::Span<const float> grad,
                           uint64_t round) {
-  Walk<true>(params.data(), round, [&](size_t j) { return grad[j]; });
+  Walk<true>(params.data(), round, 0, dim_, [&](size_t j) { return grad[j]; });
 }
 
 std::optional<size_t> Optimizer::FirstNonFinite(absl::Span<const float> params, SparseView grad,
-                                                uint64_t round) const {
-  if (options_.IsSparseFriendly()) {
-    const float lr = options_.LearningRate(round);
-    for (size_t i = 0; i < grad.nnz(); ++i) {
-      if (!std::isfinite(params[grad.indices[i]] - lr * grad.values[i])) return grad.indices[i];
-    }
-    return std::nullopt;
-  }
-  size_t i = 0;
-  const size_t nnz = grad.nnz();
-  const size_t bad = Walk<false>(const_cast<float*>(params.data()), round, [&](size_t j) {
-    if (i < nnz && grad.indices[i] == j) return grad.values[i++];
-    return 0.0f;
-  });
+                                                uint64_t round, TaskPool* pool) const {
+  float* p = const_cast<float*>(params.data());  // read only: kWrite = false
+  const size_t bad = options_.IsSparseFriendly() ? SparseUpdate<false>(p, grad, round, pool)
+                                                 : WalkSparse<false>(p, grad, round, pool);
   if (bad == dim_) return std::nullopt;
   return bad;
 }

@@ -25,6 +25,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "common/parallel/task_pool.h"
 #include "common/sparse/sparse_vector.h"
 
 namespace regtopk {
@@ -79,7 +80,9 @@ class Optimizer {
   // The step of round `round` with a sparse gradient (absent entries are 0). With plain SGD
   // only the gradient's support is touched (O(nnz)); otherwise every entry is (O(dim)).
   // Preconditions: params.size() == dim; grad passed ValidateSparse for dim.
-  void Step(absl::Span<float> params, SparseView grad, uint64_t round);
+  // `pool` (optional) splits the work over its threads in contiguous ranges of parameters;
+  // every entry's arithmetic is its own, so the result is the same bits with or without it.
+  void Step(absl::Span<float> params, SparseView grad, uint64_t round, TaskPool* pool = nullptr);
 
   // The same with a dense gradient of length dim.
   void StepDense(absl::Span<float> params, absl::Span<const float> grad, uint64_t round);
@@ -88,7 +91,7 @@ class Optimizer {
   // non-finite (inf or NaN), or nullopt if the step keeps everything finite. Writes nothing;
   // the same arithmetic as Step, so the verdict is exact. Costs about one Step.
   std::optional<size_t> FirstNonFinite(absl::Span<const float> params, SparseView grad,
-                                       uint64_t round) const;
+                                       uint64_t round, TaskPool* pool = nullptr) const;
 
   const OptimizerOptions& options() const { return options_; }
 
@@ -99,10 +102,18 @@ class Optimizer {
   absl::Status SetState(absl::Span<const float> s);
 
  private:
-  // The update of every entry; with kWrite = false nothing is written and the first entry
-  // whose new value (or state) is non-finite is returned (dim_ when none).
+  // The update of every entry in [begin, end), reading the gradient at j through grad_at(j)
+  // (called for j in increasing order); with kWrite = false nothing is written and the first
+  // entry whose new value (or state) is non-finite is returned (end when none).
   template <bool kWrite, typename Grad>
-  size_t Walk(float* params, uint64_t round, Grad grad_at) const;
+  size_t Walk(float* params, uint64_t round, size_t begin, size_t end, Grad grad_at) const;
+  // The sparse gradient's walk of every entry, split over `pool`: the first non-finite entry
+  // of the dry run (dim_ when none).
+  template <bool kWrite>
+  size_t WalkSparse(float* params, SparseView grad, uint64_t round, TaskPool* pool) const;
+  // Plain SGD's O(nnz) update (or dry run) of the gradient's entries, split over `pool`.
+  template <bool kWrite>
+  size_t SparseUpdate(float* params, SparseView grad, uint64_t round, TaskPool* pool) const;
 
   const OptimizerOptions options_;
   const size_t dim_;

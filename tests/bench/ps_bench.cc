@@ -147,7 +147,7 @@ int main(int argc, char** argv) {
           "--tls-dir=DIR: instead, mutual TLS (DIR from deploy/make-certs.sh DIR %u) against "
           "plaintext at 0.1 %%.\n"
           "--workers-sweep: instead, N = 2 ... 32 workers at 0.1 %%, the server's aggregate, "
-          "encode and step times per round (aggregate and encode on 1 and 2 threads).\n",
+          "encode and step times per round (each on 1 and 2 threads).\n",
           regtopk::kWorkers, regtopk::kDim, regtopk::kWorkers);
       return 0;
     }
@@ -165,17 +165,17 @@ int main(int argc, char** argv) {
   if (sweep) {
     std::printf("parameter server, d = %zu, density 0.1 %%, plain SGD; times are the server's, "
                 "ms per round\n", regtopk::kDim);
-    std::printf("%-4s %10s %12s %12s %14s %10s %12s %10s %16s\n", "N", "rounds/s", "aggregate",
-                "agg 2 thr", "agg / (N k) ns", "encode", "encode 2 thr", "step",
-                "down MB/worker");
+    std::printf("%-4s %10s %12s %12s %14s %10s %12s %10s %10s %16s\n", "N", "rounds/s",
+                "aggregate", "agg 2 thr", "agg / (N k) ns", "encode", "encode 2 thr", "step",
+                "step 2 thr", "down MB/worker");
     for (uint32_t n : {2u, 4u, 8u, 16u, 32u}) {
       const auto one = Run(0.001, false, 30, "", n, 1);
       const auto two = Run(0.001, false, 30, "", n, 2);
       const double nk = double(n) * regtopk::KFromDensity(0.001, regtopk::kDim);
-      std::printf("%-4u %10.2f %12.3f %12.3f %14.2f %10.3f %12.3f %10.3f %16.3f\n", n,
+      std::printf("%-4u %10.2f %12.3f %12.3f %14.2f %10.3f %12.3f %10.3f %10.3f %16.3f\n", n,
                   one.rounds_per_second, one.aggregate_ms, two.aggregate_ms,
                   1e6 * one.aggregate_ms / nk, one.encode_ms, two.encode_ms, one.step_ms,
-                  one.down_bytes_per_round / n / 1e6);
+                  two.step_ms, one.down_bytes_per_round / n / 1e6);
     }
     return 0;
   }

@@ -1,6 +1,10 @@
 #include "common/optim/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
+#include <optional>
+#include <random>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -112,6 +116,54 @@ TEST(Optimizer, StateRoundTripsAndResumesBitForBit) {
   EXPECT_EQ(p, q);
   EXPECT_THAT(std::string(b.SetState(std::vector<float>(3)).message()),
               HasSubstr("3 entries, expected 8"));
+}
+
+// The server splits the dry run and the step over its --threads: every kind of step gives the
+// same bits with a pool of 1, 2 or 3 threads as without one, and the dry run names the same
+// first non-finite entry, also when it lies in a later thread's range.
+TEST(Optimizer, APoolGivesTheSameBitsAndTheSameFirstBadEntry) {
+  const size_t d = 200003;  // large enough to be split; not a multiple of the split's unit
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal;
+  std::vector<float> start(d);
+  for (float& x : start) x = normal(rng);
+  // A gradient on every 3rd entry: over 32768 entries, so plain SGD's update splits too.
+  SparseVector grad;
+  for (uint32_t j = 0; j < d; j += 3) {
+    grad.indices.push_back(j);
+    grad.values.push_back(normal(rng));
+  }
+  for (const OptimizerOptions& o :
+       {Sgd(0.1f), Sgd(0.1f, 0.9f, true, 0.01f), Adam(OptimizerKind::kAdam, 0.01f, 0.01f),
+        Adam(OptimizerKind::kAdamW, 0.01f, 0.01f)}) {
+    Optimizer alone(o, d);
+    std::vector<float> expected = start;
+    for (uint64_t round = 0; round < 3; ++round) alone.Step(absl::MakeSpan(expected), grad, round);
+    for (int threads : {1, 2, 3}) {
+      TaskPool pool(threads);
+      Optimizer split(o, d);
+      std::vector<float> p = start;
+      for (uint64_t round = 0; round < 3; ++round) {
+        ASSERT_FALSE(split.FirstNonFinite(p, grad, round, &pool).has_value());
+        split.Step(absl::MakeSpan(p), grad, round, &pool);
+      }
+      EXPECT_EQ(p, expected) << OptimizerKindName(o.kind) << ", " << threads << " threads";
+      EXPECT_TRUE(std::equal(split.state().begin(), split.state().end(), alone.state().begin(),
+                             alone.state().end()));
+      // Two entries the step would overflow, both past the first third: the dry run names the
+      // lower one, whatever the split.
+      SparseVector bad = grad;
+      bad.values[bad.nnz() - 10] = 3e38f / o.lr;
+      bad.values[bad.nnz() / 2] = 3e38f / o.lr;
+      std::vector<float> huge = p;
+      huge[bad.indices[bad.nnz() - 10]] = -3e38f;
+      huge[bad.indices[bad.nnz() / 2]] = -3e38f;
+      const std::optional<size_t> first = split.FirstNonFinite(huge, bad, 3, &pool);
+      const std::optional<size_t> first_alone = split.FirstNonFinite(huge, bad, 3);
+      ASSERT_TRUE(first_alone.has_value()) << OptimizerKindName(o.kind);
+      EXPECT_EQ(first, first_alone) << OptimizerKindName(o.kind) << ", " << threads << " threads";
+    }
+  }
 }
 
 TEST(LearningRate, WarmUpThenStepOrCosine) {
