@@ -88,7 +88,7 @@ def main():
     ap.add_argument("--save-model", default="", help="torch.save the state_dict here at the end")
     ap.add_argument("--log-every", type=int, default=100)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=1, help="threads that sparsify each gradient")
+    ap.add_argument("--threads", type=int, default=1, help="threads that sparsify each gradient and step the replica")
     for flag in ("tls-ca", "tls-cert", "tls-key", "tls-server-name", "job-secret-file"):
         ap.add_argument(f"--{flag}", default="", help="as regtopk-worker's")
     a = ap.parse_args()

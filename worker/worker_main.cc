@@ -63,8 +63,8 @@ ABSL_FLAG(bool, allow_fresh_state, false,
           "join a running job without saved state (zero error feedback, pulled parameters); the "
           "run is then no longer bit-identical to an uninterrupted one");
 ABSL_FLAG(int, threads, 1,
-          "threads that sparsify each gradient, 1 to 256 (speed only: what is sent is the same "
-          "bit for bit for any number)");
+          "threads that sparsify each gradient and step the replica, 1 to 256 (speed only: what "
+          "is sent and the replica are the same bit for bit for any number)");
 ABSL_FLAG(int, log_every, 100, "print a progress line on stderr every N rounds; 0 = never");
 ABSL_FLAG(std::string, tls_ca, "",
           "TLS: the CA (PEM) that signs the server's certificate (deploy/make-certs.sh: ca.pem)");

@@ -201,6 +201,7 @@ WorkerSession::WorkerSession(ServerClient* client, const WorkerSessionOptions& o
       weight_(weight),
       sparsifier_(std::move(sparsifier)),
       optimizer_(config_.optimizer, sparsifier_->dim()),
+      step_pool_(options.threads),
       params_(std::move(params)),
       round_(round) {}
 
@@ -315,7 +316,7 @@ absl::StatusOr<StepStats> WorkerSession::Step(absl::Span<const float> gradient) 
                                             decoded.message()));
   }
   stats.aggregate_nnz = aggregate_.nnz();
-  optimizer_.Step(absl::MakeSpan(params_), aggregate_, round_);
+  optimizer_.Step(absl::MakeSpan(params_), aggregate_, round_, &step_pool_);
   REGTOPK_RETURN_IF_ERROR(sparsifier_->ObserveAggregate(aggregate_));
   ++round_;
   if (reply.has_digest && DigestFloats(params_) != reply.digest) {

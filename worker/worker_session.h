@@ -24,6 +24,7 @@
 #include "absl/types/span.h"
 #include "common/job_config.h"
 #include "common/optim/optimizer.h"
+#include "common/parallel/task_pool.h"
 #include "common/sparse/sparsifier.h"
 #include "client/server_client.h"
 
@@ -49,8 +50,8 @@ struct WorkerSessionOptions {
   // Join a running job without saved state (zero error feedback, pulled parameters and
   // momentum). The run is then no longer bit-identical to an uninterrupted one.
   bool allow_fresh_state = false;
-  // Threads that sparsify each gradient, 1 to 256. Speed only: the picks, values and error
-  // feedback are the same bit for bit for any number.
+  // Threads that sparsify each gradient and step the replica, 1 to 256. Speed only: the
+  // picks, values, error feedback and parameters are the same bit for bit for any number.
   int threads = 1;
   // Random per process (0: one is drawn); tells the server a restarted process from a live one.
   uint64_t session_id = 0;
@@ -136,6 +137,7 @@ class WorkerSession {
   const float weight_;
   std::unique_ptr<Sparsifier> sparsifier_;
   Optimizer optimizer_;
+  TaskPool step_pool_;  // the replica's optimizer step, split by range (options_.threads)
   std::vector<float> params_;
   uint64_t round_;
   uint64_t resyncs_ = 0;

@@ -56,8 +56,8 @@ class DistributedOptimizer:
       samples). state_dir: where the worker's state is saved before each checkpoint round, so a
       restarted process resumes bit-identically (required when the server checkpoints).
       allow_fresh_state: join a running job without saved state (not bit-identical).
-      threads: threads that sparsify each gradient, 1 to 256 (speed only; what is sent is the
-      same bit for bit for any number).
+      threads: threads that sparsify each gradient and step the replica, 1 to 256 (speed only;
+      what is sent and the replica are the same bit for bit for any number).
     Timeouts are in seconds, as the C++ worker's flags. Security, as the C++ worker's flags:
       tls_ca (the CA of the server's certificate), tls_cert / tls_key (this worker's client
       certificate, mutual TLS), tls_server_name, job_secret_file (worker tokens).
