@@ -206,11 +206,8 @@ size_t Optimizer::Walk(float* params, uint64_t round, size_t begin, size_t end,
 template <bool kWrite>
 size_t Optimizer::WalkSparse(float* params, SparseView grad, uint64_t round,
                              TaskPool* pool) const {
-  const int parts = pool != nullptr && dim_ >= kSplitDim ? pool->threads() : 1;
-  std::vector<size_t> first_bad(static_cast<size_t>(parts), dim_);
-  auto share = [&](int t) {
-    size_t begin, end;
-    TaskPool::Share(dim_, 64, parts, t, &begin, &end);
+  std::vector<size_t> first_bad(pool != nullptr ? static_cast<size_t>(pool->threads()) : 1, dim_);
+  ForShares(pool, dim_, kSplitDim, 64, [&](int t, size_t begin, size_t end) {
     // The gradient's sorted support is consumed in step, from this range's first entry.
     size_t i = static_cast<size_t>(
         std::lower_bound(grad.indices.begin(), grad.indices.end(), begin) -
@@ -221,12 +218,7 @@ size_t Optimizer::WalkSparse(float* params, SparseView grad, uint64_t round,
       return 0.0f;
     });
     if (bad != end) first_bad[static_cast<size_t>(t)] = bad;
-  };
-  if (parts == 1) {
-    share(0);
-  } else {
-    pool->Run(share);
-  }
+  });
   return *std::min_element(first_bad.begin(), first_bad.end());
 }
 
@@ -234,12 +226,8 @@ template <bool kWrite>
 size_t Optimizer::SparseUpdate(float* params, SparseView grad, uint64_t round,
                                TaskPool* pool) const {
   const float lr = options_.LearningRate(round);
-  const size_t nnz = grad.nnz();
-  const int parts = pool != nullptr && nnz >= kSplitEntries ? pool->threads() : 1;
-  std::vector<size_t> first_bad(static_cast<size_t>(parts), dim_);
-  auto share = [&](int t) {
-    size_t begin, end;
-    TaskPool::Share(nnz, 1, parts, t, &begin, &end);
+  std::vector<size_t> first_bad(pool != nullptr ? static_cast<size_t>(pool->threads()) : 1, dim_);
+  ForShares(pool, grad.nnz(), kSplitEntries, 1, [&](int t, size_t begin, size_t end) {
     // The entries are scattered over d: each touch of params is a cache miss, so the loop
     // asks for its line well before it gets there.
     constexpr size_t kAhead = 16;
@@ -254,12 +242,7 @@ size_t Optimizer::SparseUpdate(float* params, SparseView grad, uint64_t round,
         return;
       }
     }
-  };
-  if (parts == 1) {
-    share(0);
-  } else {
-    pool->Run(share);
-  }
+  });
   return *std::min_element(first_bad.begin(), first_bad.end());
 }
 

@@ -57,6 +57,25 @@ class TaskPool {
   std::vector<std::thread> helpers_;
 };
 
+// Calls fn(t, begin, end) for each of T contiguous, nearly equal shares [begin, end) of [0, n),
+// each starting at a multiple of `align`: on the pool's T threads when there is a pool and n is
+// at least `min_n` (below it, waking the threads costs more than the split saves), else once,
+// for all of [0, n), on the calling thread. Returns T.
+template <typename F>
+int ForShares(TaskPool* pool, size_t n, size_t min_n, size_t align, F fn) {
+  const int parts = pool != nullptr && n >= min_n ? pool->threads() : 1;
+  if (parts == 1) {
+    fn(0, size_t{0}, n);
+    return 1;
+  }
+  pool->Run([&](int t) {
+    size_t begin, end;
+    TaskPool::Share(n, align, parts, t, &begin, &end);
+    fn(t, begin, end);
+  });
+  return parts;
+}
+
 }  // namespace regtopk
 
 #endif  // REGTOPK_COMMON_PARALLEL_TASK_POOL_H_

@@ -76,24 +76,6 @@ absl::Status BadVarint(VarintRead r, absl::string_view what) {
 // Below this many entries one thread encodes: the split would cost more than it saves.
 constexpr size_t kParallelEntries = 1 << 15;
 
-// Calls fn(t, begin, end) for each of T nearly equal shares [begin, end) of [0, n): on the
-// pool's threads when there is a pool and n is large enough, else once for all of [0, n).
-// Returns T.
-template <typename F>
-int ForShares(TaskPool* pool, size_t n, F fn) {
-  const int parts = pool != nullptr && n >= kParallelEntries ? pool->threads() : 1;
-  if (parts == 1) {
-    fn(0, size_t{0}, n);
-    return 1;
-  }
-  pool->Run([&](int t) {
-    size_t begin, end;
-    TaskPool::Share(n, 1, parts, t, &begin, &end);
-    fn(t, begin, end);
-  });
-  return parts;
-}
-
 uint64_t Gap(SparseView v, size_t i) {
   return i == 0 ? v.indices[0] : uint64_t{v.indices[i]} - v.indices[i - 1] - 1;
 }
@@ -101,11 +83,12 @@ uint64_t Gap(SparseView v, size_t i) {
 // The gap varints' bytes of each share of the entries (as ForShares cuts them).
 std::vector<size_t> GapBytes(SparseView v, TaskPool* pool) {
   std::vector<size_t> bytes(pool != nullptr ? static_cast<size_t>(pool->threads()) : 1, 0);
-  const int parts = ForShares(pool, v.nnz(), [&](int t, size_t begin, size_t end) {
-    size_t b = 0;
-    for (size_t i = begin; i < end; ++i) b += VarintSize(Gap(v, i));
-    bytes[static_cast<size_t>(t)] = b;
-  });
+  const int parts =
+      ForShares(pool, v.nnz(), kParallelEntries, 1, [&](int t, size_t begin, size_t end) {
+        size_t b = 0;
+        for (size_t i = begin; i < end; ++i) b += VarintSize(Gap(v, i));
+        bytes[static_cast<size_t>(t)] = b;
+      });
   bytes.resize(static_cast<size_t>(parts));
   return bytes;
 }
@@ -147,12 +130,14 @@ void Encode(SparseView v, size_t dim, SparseFormat format, TaskPool* pool,
       const size_t gaps = Sum(gap_bytes);
       out->resize(header + gaps + 4 * nnz);
       char* base = out->data();
-      ForShares(pool, nnz, [&](int t, size_t begin, size_t end) {
+      ForShares(pool, nnz, kParallelEntries, 1, [&](int t, size_t begin, size_t end) {
         size_t at = header;
         for (int s = 0; s < t; ++s) at += gap_bytes[static_cast<size_t>(s)];
         char* p = base + at;
         for (size_t i = begin; i < end; ++i) p = PutVarintAt(Gap(v, i), p);
-        if (end > begin) std::memcpy(base + header + gaps + 4 * begin, &v.values[begin], 4 * (end - begin));
+        if (end > begin) {
+          std::memcpy(base + header + gaps + 4 * begin, &v.values[begin], 4 * (end - begin));
+        }
       });
       break;
     }
@@ -163,7 +148,7 @@ void Encode(SparseView v, size_t dim, SparseFormat format, TaskPool* pool,
       char* values = bits + bitmap;
       // Shares of the entries; an entry's bit may share its byte with the previous share's
       // last entry, so each share sets the bits of the entries whose byte starts in it.
-      ForShares(pool, nnz, [&](int, size_t begin, size_t end) {
+      ForShares(pool, nnz, kParallelEntries, 1, [&](int, size_t begin, size_t end) {
         // Move begin and end to the first entry of a byte: whole bytes per share, no races.
         auto byte_start = [&](size_t i) {
           while (i > 0 && i < nnz && (v.indices[i - 1] >> 3) == (v.indices[i] >> 3)) --i;
@@ -181,8 +166,10 @@ void Encode(SparseView v, size_t dim, SparseFormat format, TaskPool* pool,
     case SparseFormat::kDense: {
       out->resize(header + 4 * dim);  // zero-filled
       char* values = out->data() + header;
-      ForShares(pool, nnz, [&](int, size_t begin, size_t end) {
-        for (size_t i = begin; i < end; ++i) std::memcpy(values + 4 * v.indices[i], &v.values[i], 4);
+      ForShares(pool, nnz, kParallelEntries, 1, [&](int, size_t begin, size_t end) {
+        for (size_t i = begin; i < end; ++i) {
+          std::memcpy(values + 4 * v.indices[i], &v.values[i], 4);
+        }
       });
       break;
     }
