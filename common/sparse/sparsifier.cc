@@ -14,6 +14,7 @@
 #endif
 
 #include "absl/strings/str_cat.h"
+#include "common/cpu.h"
 #include "common/random/splitmix64.h"
 #include "common/parallel/task_pool.h"
 #include "common/sparse/select.h"
@@ -250,22 +251,13 @@ __attribute__((target("avx2"))) int32_t AccumulateAvx2(const float* g, const flo
 }
 #endif
 
-bool HasAvx2() {
-#if defined(__x86_64__) && defined(__GNUC__)
-  static const bool avx2 = __builtin_cpu_supports("avx2");
-  return avx2;
-#else
-  return false;
-#endif
-}
-
-// `stream` (only where HasAvx2()): a is written past the caches; the caller fences the stores
+// `stream` (only where CpuHasAvx2()): a is written past the caches; the caller fences the stores
 // (StoreFence) before anything else reads a, and reads this thread's a only where it must.
 int32_t AccumulateBlocks(const float* g, const float* e, float* a, size_t begin, size_t end,
                          int32_t* block_max, int32_t bound, uint64_t* masks,
                          const uint64_t* zeros, bool stream) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (HasAvx2()) {
+  if (CpuHasAvx2()) {
     if (stream) {
       return masks != nullptr
                  ? AccumulateAvx2<true, true>(g, e, a, begin, end, block_max, bound, masks, zeros)
@@ -322,7 +314,7 @@ class ErrorFeedbackSparsifier : public Sparsifier {
         error_(options.dim, 0.0f),
         acc_(options.dim),
         block_max_((options.dim + kSelectBlock - 1) / kSelectBlock),
-        stream_(HasAvx2() &&
+        stream_(CpuHasAvx2() &&
                 (options.stores == SparsifierOptions::Stores::kStreaming ||
                  (options.stores == SparsifierOptions::Stores::kAuto &&
                   options.dim >= SparsifierOptions::kStreamingDim))) {}

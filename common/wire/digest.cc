@@ -7,6 +7,8 @@
 #include <immintrin.h>
 #endif
 
+#include "common/cpu.h"
+
 namespace regtopk {
 namespace {
 
@@ -93,8 +95,7 @@ __attribute__((target("avx2"))) void BlocksAvx2(uint64_t* acc, const char* p, si
 
 void Blocks(uint64_t* acc, const char* p, size_t blocks) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  static const bool avx2 = __builtin_cpu_supports("avx2");
-  if (avx2) return BlocksAvx2(acc, p, blocks);
+  if (CpuHasAvx2()) return BlocksAvx2(acc, p, blocks);
 #endif
   BlocksPortable(acc, p, blocks);
 }

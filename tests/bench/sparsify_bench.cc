@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "absl/types/span.h"
+#include "common/cpu.h"
 #include "common/parallel/task_pool.h"
 #include "common/sparse/sparsifier.h"
 #include "common/wire/digest.h"
@@ -74,7 +75,7 @@ bool Step(Sparsifier& s, uint64_t round, SparseVector* out) {
 class FloorPass {
  public:
   FloorPass(int threads, bool stream)
-      : threads_(threads), stream_(stream && HasAvx2()), pool_(threads), e_(kDim, 0.0f),
+      : threads_(threads), stream_(stream && CpuHasAvx2()), pool_(threads), e_(kDim, 0.0f),
         a_(kDim + 16) {}
   bool streams() const { return stream_; }
   void Run(const float* g) {
@@ -92,13 +93,6 @@ class FloorPass {
   }
 
  private:
-  static bool HasAvx2() {
-#if defined(__x86_64__) && defined(__GNUC__)
-    return __builtin_cpu_supports("avx2");
-#else
-    return false;
-#endif
-  }
 #if defined(__x86_64__) && defined(__GNUC__)
   // a from a 32-byte boundary (streaming stores need one); e at the same offset.
   __attribute__((target("avx2"))) void Stream(const float* g, size_t begin, size_t end) {
