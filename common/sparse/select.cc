@@ -18,8 +18,22 @@ namespace {
 constexpr size_t kSmallDim = 1 << 14;
 constexpr size_t kMaxSample = 1 << 16;
 constexpr size_t kBlock = kSelectBlock;
-// Buckets of Finish's score histogram.
+// Buckets of the score histograms (Finish's and KthBestBracket's).
 constexpr size_t kBuckets = 4096;
+
+// The histogram bucket of a score at or above the score whose bits are `lo`: buckets of
+// 2^shift ulps (the bits are monotone in the score), the scores above them all in the top one.
+size_t ScoreBucket(float score, int32_t lo, int shift) {
+  return std::min<size_t>(kBuckets - 1, static_cast<size_t>((MagnitudeBits(score) - lo) >> shift));
+}
+
+// The score at the lower edge of bucket b of that histogram.
+float BucketEdge(int32_t lo, size_t b, int shift) {
+  const int32_t bits = lo + static_cast<int32_t>(b << shift);
+  float score;
+  __builtin_memcpy(&score, &bits, sizeof(score));
+  return score;
+}
 
 // The strict total order of the selection: score descending, then index ascending.
 struct Better {
@@ -88,6 +102,24 @@ void AppendAll(const float* a, size_t begin, size_t end, float scale, CandidateL
   out->Grow(end - begin);
 }
 
+float KthBestBracket(absl::Span<const ScoredEntry> entries, float threshold, size_t k,
+                     std::vector<uint32_t>* histogram) {
+  constexpr int kShift = 14;  // 4096 buckets of 2^14 ulps: eight binades
+  histogram->resize(kBuckets);
+  for (;;) {
+    const int32_t lo = MagnitudeBits(threshold);
+    std::fill(histogram->begin(), histogram->end(), 0u);
+    for (const ScoredEntry& c : entries) {
+      if (c.score >= threshold) ++(*histogram)[ScoreBucket(c.score, lo, kShift)];
+    }
+    size_t b = kBuckets - 1, above = (*histogram)[b];
+    while (above < k && b > 0) above += (*histogram)[--b];
+    if (b == 0) return threshold;  // the k-th best is in the lowest bucket (or there is none)
+    threshold = BucketEdge(lo, b, kShift);
+    if (b < kBuckets - 1) return threshold;  // else the k-th best may lie far above: again
+  }
+}
+
 TopKSelector::TopKSelector(uint64_t seed) : rng_state_(seed ^ 0x5eedf00dcafe1234ull) {}
 
 float TopKSelector::EstimateThreshold(absl::Span<const float> a, float scale, size_t k) {
@@ -136,10 +168,7 @@ bool TopKSelector::Finish(absl::Span<const absl::Span<ScoredEntry>> parts, float
   // histogram gives next round's guess.
   const int32_t lo = MagnitudeBits(threshold);
   constexpr int kShift = 12;  // 4096 buckets of 2^12 ulps: 2^24 ulps are two binades
-  auto bucket_of = [&](const ScoredEntry& c) {
-    return std::min<size_t>(kBuckets - 1,
-                            static_cast<size_t>((MagnitudeBits(c.score) - lo) >> kShift));
-  };
+  auto bucket_of = [&](const ScoredEntry& c) { return ScoreBucket(c.score, lo, kShift); };
   histogram_.assign(kBuckets, 0);
   size_t n = 0;
   for_each([&](const ScoredEntry& c) {
@@ -162,8 +191,7 @@ bool TopKSelector::Finish(absl::Span<const absl::Span<ScoredEntry>> parts, float
     }
     above += histogram_[b];
     if (above >= margin) {
-      const int32_t bucket_bits = lo + static_cast<int32_t>(b << kShift);
-      __builtin_memcpy(&suggested_, &bucket_bits, sizeof(suggested_));
+      suggested_ = BucketEdge(lo, b, kShift);
       break;
     }
   }

@@ -155,6 +155,15 @@ void AppendReaching(const float* a, size_t begin, size_t end, const int32_t* blo
 // Appends every j in [begin, end) with its plain score: the candidates at threshold 0.
 void AppendAll(const float* a, size_t begin, size_t end, float scale, CandidateList* out);
 
+// A threshold as high as it can go while at least k of `entries` (all scoring at least
+// `threshold`) still reach it, bracketed by a histogram of their scores' bits (monotone in the
+// score): the lower edge of the bucket that holds the k-th best, among 4096 buckets of 2^14 ulps
+// (eight binades) above `threshold`; where the k-th best lies above them all, the histogram is
+// taken again from the top bucket's edge. `threshold` if k exceed the entries. `histogram` is
+// scratch.
+float KthBestBracket(absl::Span<const ScoredEntry> entries, float threshold, size_t k,
+                     std::vector<uint32_t>* histogram);
+
 class TopKSelector {
  public:
   // `seed` only drives where the sample is drawn; the result never depends on it.

@@ -462,35 +462,13 @@ class ErrorFeedbackSparsifier : public Sparsifier {
   };
 
   // The share's candidates passed their cap: raise its threshold to about the k-th best score
-  // gathered so far and drop the candidates below. The candidates still hold every entry of
-  // the share at or above the threshold (whatever it is raised to, so the selection stays
-  // exact); at most the k-th best, so that at least k remain and the selection needs no second
-  // look at a. The k-th best is bracketed by a histogram of the scores' bits (monotone in the
-  // score): 4096 buckets of 2^14 ulps, eight binades above the threshold, and the lower edge of
-  // the bucket that holds it is the new threshold; where it lies above them all, the top bucket
-  // becomes the threshold and the histogram is taken again. False if ties leave too many to
-  // make room.
+  // gathered so far (KthBestBracket) and drop the candidates below. The candidates still hold
+  // every entry of the share at or above the threshold (whatever it is raised to, so the
+  // selection stays exact); at most the k-th best, so that at least k remain and the selection
+  // needs no second look at a. False if ties leave too many to make room.
   bool Raise(Lane& lane, size_t cap) {
-    constexpr size_t kBuckets = 4096;
-    constexpr int kShift = 14;
-    lane.histogram.resize(kBuckets);
-    for (;;) {
-      const int32_t lo = MagnitudeBits(lane.threshold);
-      std::fill(lane.histogram.begin(), lane.histogram.end(), 0u);
-      for (const ScoredEntry& c : lane.candidates.span()) {
-        ++lane.histogram[std::min<size_t>(
-            kBuckets - 1, static_cast<size_t>((MagnitudeBits(c.score) - lo) >> kShift))];
-      }
-      size_t b = kBuckets - 1, above = lane.histogram[b];
-      while (above < k_ && b > 0) above += lane.histogram[--b];
-      if (b == 0) break;  // the k-th best is in the lowest bucket: no raise
-      const int32_t raised_bits = lo + static_cast<int32_t>(b << kShift);
-      float raised;
-      std::memcpy(&raised, &raised_bits, sizeof(raised));
-      lane.candidates.KeepReaching(raised);
-      lane.threshold = raised;
-      if (b < kBuckets - 1) break;  // else the k-th best may lie far above: look again
-    }
+    lane.threshold = KthBestBracket(lane.candidates.span(), lane.threshold, k_, &lane.histogram);
+    lane.candidates.KeepReaching(lane.threshold);
     return lane.candidates.size() <= cap / 2;
   }
 

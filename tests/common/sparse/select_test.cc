@@ -35,6 +35,32 @@ std::vector<uint32_t> SelectWith(TopKSelector& sel, const std::vector<float>& a,
   return out;
 }
 
+// The sparsifier's raise inside the pass: the bracket never passes the k-th best score (at
+// least k entries still reach it), and lies within one bucket (2^14 ulps) below it, also when
+// the k-th best is far above the first histogram's eight binades.
+TEST(KthBestBracket, StaysAtMostOneBucketBelowTheKthBest) {
+  std::mt19937 rng(9);
+  std::exponential_distribution<float> tail;
+  std::vector<uint32_t> histogram;
+  for (float spread : {1.0f, 1e6f}) {  // 1e6: the k-th best lies ~20 binades above the floor
+    std::vector<ScoredEntry> entries(20000);
+    for (uint32_t i = 0; i < entries.size(); ++i) {
+      entries[i] = ScoredEntry{1.0f + spread * tail(rng), 0.0f, i};
+    }
+    std::vector<float> sorted;
+    for (const ScoredEntry& e : entries) sorted.push_back(e.score);
+    std::sort(sorted.begin(), sorted.end(), std::greater<float>());
+    for (size_t k : {size_t{1}, size_t{37}, size_t{5000}, size_t{20000}}) {
+      const float bracket = KthBestBracket(entries, 1.0f, k, &histogram);
+      const float kth = sorted[k - 1];
+      EXPECT_LE(bracket, kth) << "k " << k;
+      EXPECT_LT(MagnitudeBits(kth) - MagnitudeBits(bracket), 1 << 14) << "k " << k;
+    }
+    // More than there are: no raise.
+    EXPECT_EQ(KthBestBracket(entries, 1.0f, entries.size() + 1, &histogram), 1.0f);
+  }
+}
+
 TEST(TopKSelector, MatchesFullSortOnRandomInputs) {
   std::mt19937 rng(7);
   std::normal_distribution<float> normal;
