@@ -783,14 +783,18 @@ class RegTopKSparsifier final : public ErrorFeedbackSparsifier {
     // (0 where |a| was below its threshold, and the pivot is at least that) against the k-th
     // best score. A branch-free scan of |P|; only a tie with the k-th best score (whose index
     // then decides) needs the merge of the two index lists.
+    // The first kFewRivals rivals' places in P are kept as the scan goes (every step writes
+    // the next free slot; a rival keeps it), for DiagnoseFewRivals.
     const float pivot = selector_.pivot_score();
     size_t repeats = 0, rivals = 0;
+    size_t rival_at[kFewRivals + 1];
     bool tie = false;
     for (size_t p = 0; p < prev.size(); ++p) {
       const float score = override_scores_[p];
       const bool picked = score > pivot;
       tie |= score == pivot;
       repeats += static_cast<size_t>(picked);
+      rival_at[std::min(rivals, kFewRivals)] = p;
       rivals += static_cast<size_t>(!picked && std::fabs(prev_a[p]) >= weakest);
     }
     if (tie) {
@@ -809,7 +813,7 @@ class RegTopKSparsifier final : public ErrorFeedbackSparsifier {
       return;
     }
     if (rivals <= kFewRivals && !tie) {
-      DiagnoseFewRivals(picks, weakest, repeats, rivals);
+      DiagnoseFewRivals(picks, repeats, absl::MakeConstSpan(rival_at, rivals));
       return;
     }
     diagnosis_.clear();
@@ -844,7 +848,9 @@ class RegTopKSparsifier final : public ErrorFeedbackSparsifier {
   // seen (rarely replaced, since R comes in index order, not by size), instead of ranking all
   // of R and P. Ranked by (|a| descending, index ascending) through one integer key.
   static constexpr size_t kFewRivals = 64;
-  void DiagnoseFewRivals(const SparseVector& picks, float weakest, size_t repeats, size_t m) {
+  void DiagnoseFewRivals(const SparseVector& picks, size_t repeats,
+                         absl::Span<const size_t> rival_at) {
+    const size_t m = rival_at.size();
     const absl::Span<const uint32_t> prev = sent();
     const absl::Span<const float> prev_a = sent_a();
     auto key = [](float v, uint32_t index) {  // larger is better
@@ -871,12 +877,7 @@ class RegTopKSparsifier final : public ErrorFeedbackSparsifier {
       }
     };
     for (size_t i = 0; i < picks.nnz(); ++i) offer(key(picks.values[i], picks.indices[i]), true);
-    // The rivals: entries of P not picked whose |a| reaches the smallest pick's.
-    const float pivot = selector_.pivot_score();
-    for (size_t p = 0; p < prev.size(); ++p) {
-      const bool picked = override_scores_[p] > pivot;
-      if (!picked && std::fabs(prev_a[p]) >= weakest) offer(key(prev_a[p], prev[p]), false);
-    }
+    for (size_t p : rival_at) offer(key(prev_a[p], prev[p]), false);
     size_t worst_picks = 0, worst_repeats = 0;
     for (size_t i = 0; i < n; ++i) {
       if (!worst[i].picked) continue;
